@@ -1,0 +1,54 @@
+# Two commands on a fresh machine: `make run` and `make test`. See README.md.
+SHELL := /bin/bash
+PYTHON_VERSION := $(shell cat .python-version)
+# pyenv's interpreter when present (the build machines), else whatever python3.12 is on PATH.
+PYTHON ?= $(shell command -v $(HOME)/.pyenv/versions/$(PYTHON_VERSION)/bin/python || command -v python3.12 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test venv migrate seed schedules lint bench db-stop clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+.env:
+	cp .env.example .env
+
+venv: $(VENV)/.installed .env
+
+migrate: venv
+	$(PY) manage.py migrate --no-input
+	$(PY) manage.py compilemessages --ignore=.venv -v0
+
+seed: migrate
+	$(PY) manage.py seed_demo
+
+schedules: migrate
+	$(PY) manage.py setup_schedules
+
+# Web server and django-q2 cluster together; Ctrl-C stops both.
+run: seed schedules
+	@echo "Platform on http://$(HOST):$(PORT)/  (admin: /admin/, health: /healthz). Ctrl-C stops."
+	@trap 'kill 0' INT TERM EXIT; \
+	$(PY) manage.py qcluster & \
+	$(PY) manage.py runserver $(HOST):$(PORT) --noreload & \
+	wait
+
+test: venv
+	$(PY) manage.py compilemessages --ignore=.venv -v0
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+db-stop: venv
+	$(PY) -c "from pathlib import Path; from bnpl.embedded_db import stop; stop(Path('.data/pg').resolve())"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

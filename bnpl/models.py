@@ -1,0 +1,213 @@
+"""The pay-later core: agreements, credit orders, their bills, usage and events."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
+
+from merchants.choices import ConfirmMode, Scenario
+
+from .choices import OPEN_STATUSES, ActorKind, AgreementStatus, OrderStatus
+
+
+class Agreement(models.Model):
+    """先享服务授权: a consumer's standing authorisation for one merchant service.
+
+    Under a valid agreement the merchant places orders server to server without
+    asking the consumer each time. One valid agreement per consumer per listing
+    (a partial unique constraint); signing again returns it.
+    """
+
+    consumer = models.ForeignKey("consumers.Consumer", on_delete=models.PROTECT, related_name="agreements")
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="agreements")
+    listing = models.ForeignKey("merchants.Listing", on_delete=models.PROTECT, related_name="agreements")
+    status = models.CharField(_("Status"), max_length=16, choices=AgreementStatus.choices, default=AgreementStatus.VALID)
+    signed_at = models.DateTimeField(_("Signed at"))
+    closed_at = models.DateTimeField(_("Closed at"), null=True, blank=True)
+    close_reason = models.CharField(_("Close reason"), max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = _("Agreement")
+        verbose_name_plural = _("Agreement")
+        ordering = ["-signed_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consumer", "listing"], condition=Q(status="valid"), name="agreement_one_valid_per_listing"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="valid", closed_at__isnull=True) | Q(status="closed", closed_at__isnull=False),
+                name="agreement_closed_has_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} ↔ {self.listing}"
+
+
+class CreditOrder(models.Model):
+    """先享订单: one use-first-pay-later order, charged exactly once after the service.
+
+    ``max_amount`` is the most that may ever be charged (fixed at creation);
+    ``amount_due`` is the final bill (Σ lines − Σ discounts), known at completion.
+    ``hold_amount`` is what the order currently holds against the consumer's limit,
+    kept on the order so a release gives back exactly what was taken.
+    ``pricing_rule`` is a copy of the listing's rule at order time: a merchant who
+    changes a price never changes an order already placed.
+    """
+
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="credit_orders")
+    listing = models.ForeignKey("merchants.Listing", on_delete=models.PROTECT, related_name="credit_orders")
+    consumer = models.ForeignKey(
+        "consumers.Consumer", on_delete=models.PROTECT, related_name="credit_orders", null=True, blank=True
+    )
+    agreement = models.ForeignKey(
+        Agreement, on_delete=models.PROTECT, related_name="credit_orders", null=True, blank=True
+    )
+    decision = models.ForeignKey(
+        "scoring.AdmissionDecision", on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    out_order_no = models.CharField(_("Merchant order no."), max_length=64)
+    title = models.CharField(_("Title"), max_length=120)
+    scenario = models.CharField(_("Scenario"), max_length=32, choices=Scenario.choices)
+    confirm_mode = models.CharField(_("Confirmation mode"), max_length=16, choices=ConfirmMode.choices)
+    pricing_rule = models.JSONField(_("Pricing rule (as ordered)"))
+    status = models.CharField(_("Status"), max_length=24, choices=OrderStatus.choices, default=OrderStatus.CREATED)
+    max_amount = models.DecimalField(_("Maximum amount"), max_digits=12, decimal_places=2)
+    amount_due = models.DecimalField(_("Amount due"), max_digits=12, decimal_places=2, null=True, blank=True)
+    hold_amount = models.DecimalField(_("Held amount"), max_digits=12, decimal_places=2, default=0)
+    confirmation_token = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(_("Confirm by"), null=True, blank=True)
+    confirmed_at = models.DateTimeField(_("Confirmed at"), null=True, blank=True)
+    completed_at = models.DateTimeField(_("Completed at"), null=True, blank=True)
+    due_at = models.DateTimeField(_("Due at"), null=True, blank=True)
+    closed_at = models.DateTimeField(_("Closed at"), null=True, blank=True)
+    close_reason = models.CharField(_("Close reason"), max_length=200, blank=True)
+    created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("Updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("Credit order")
+        verbose_name_plural = _("Credit order")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "out_order_no"], name="order_out_order_no_unique"),
+            models.CheckConstraint(condition=Q(max_amount__gt=0), name="order_max_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(amount_due__isnull=True) | (Q(amount_due__gte=0) & Q(amount_due__lte=F("max_amount"))),
+                name="order_amount_due_within_cap",
+            ),
+            models.CheckConstraint(
+                condition=Q(hold_amount__gte=0) & Q(hold_amount__lte=F("max_amount")), name="order_hold_within_cap"
+            ),
+            # An order holding credit must belong to a consumer.
+            models.CheckConstraint(
+                condition=Q(hold_amount=0) | Q(consumer__isnull=False), name="order_hold_has_consumer"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["completed", "collecting", "overdue", "paid"]) | Q(amount_due__isnull=False),
+                name="order_completed_has_amount_due",
+            ),
+        ]
+        indexes = [
+            # Expiry job: pending confirmations past their deadline.
+            models.Index(
+                fields=["expires_at"], condition=Q(status="pending_confirmation"), name="order_pending_expiry_idx"
+            ),
+            # Charge run: completed orders by due time.
+            models.Index(fields=["due_at"], condition=Q(status="completed"), name="order_due_idx"),
+            models.Index(fields=["consumer", "-created_at"], name="order_consumer_recent_idx"),
+            models.Index(fields=["merchant", "-created_at"], name="order_merchant_recent_idx"),
+            # Agreement close check and open-order counts.
+            models.Index(
+                fields=["agreement"], condition=Q(status__in=sorted(OPEN_STATUSES)), name="order_open_agreement_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.out_order_no} ({self.status})"
+
+
+class BillLine(models.Model):
+    """One line of an order's final bill; discounts are their own lines (``is_discount``).
+
+    ``amount_due = Σ lines − Σ discounts``, WeChat Pay Score's completion model.
+    Quantities and unit prices keep four places (¥0.0167/minute); amounts two.
+    """
+
+    order = models.ForeignKey(CreditOrder, on_delete=models.CASCADE, related_name="bill_lines")
+    position = models.PositiveSmallIntegerField(default=0)
+    name = models.CharField(_("Item"), max_length=64)
+    quantity = models.DecimalField(_("Quantity"), max_digits=14, decimal_places=4)
+    unit = models.CharField(_("Unit"), max_length=16, blank=True)
+    unit_price = models.DecimalField(_("Unit price"), max_digits=12, decimal_places=4)
+    amount = models.DecimalField(_("Amount"), max_digits=12, decimal_places=2)
+    is_discount = models.BooleanField(_("Discount"), default=False)
+
+    class Meta:
+        verbose_name = _("Bill line")
+        verbose_name_plural = _("Bill line")
+        ordering = ["order_id", "position", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="bill_line_amount_non_negative"),
+            models.CheckConstraint(condition=Q(quantity__gte=0), name="bill_line_quantity_non_negative"),
+            models.CheckConstraint(condition=Q(unit_price__gte=0), name="bill_line_unit_price_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {'-' if self.is_discount else ''}{self.amount}"
+
+
+class UsageEvent(models.Model):
+    """A metered usage report (a charging session, a parcel weighed, a gym visit).
+
+    ``merchant_event_id`` is the merchant's idempotency id: unique per merchant, so a
+    retried report returns the original event instead of counting twice.
+    """
+
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="+")
+    order = models.ForeignKey(CreditOrder, on_delete=models.CASCADE, related_name="usage_events")
+    merchant_event_id = models.CharField(_("Merchant event id"), max_length=64)
+    quantity = models.DecimalField(_("Quantity"), max_digits=14, decimal_places=4)
+    occurred_at = models.DateTimeField(_("Occurred at"))
+    properties = models.JSONField(_("Properties"), default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("Usage event")
+        verbose_name_plural = _("Usage event")
+        ordering = ["order_id", "occurred_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "merchant_event_id"], name="usage_event_id_unique"),
+            models.CheckConstraint(condition=Q(quantity__gte=0), name="usage_quantity_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.merchant_event_id}: {self.quantity}"
+
+
+class OrderEvent(models.Model):
+    """An append-only row for every order state change: who, when, from, to, why.
+
+    The same rows feed the consumer's timeline and, later, the merchant's webhooks.
+    """
+
+    order = models.ForeignKey(CreditOrder, on_delete=models.CASCADE, related_name="events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    actor_kind = models.CharField(max_length=16, choices=ActorKind.choices)
+    from_status = models.CharField(max_length=24, choices=OrderStatus.choices, blank=True)
+    to_status = models.CharField(max_length=24, choices=OrderStatus.choices)
+    reason = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("Order event")
+        verbose_name_plural = _("Order event")
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.order_id}: {self.from_status or '∅'} → {self.to_status}"

@@ -1,0 +1,47 @@
+"""Enumerations of the consumers app."""
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class ScoreBand(models.TextChoices):
+    """Sesame-style bands (product.md): 350–549 较差 … 700–950 极好."""
+
+    POOR = "poor", _("Poor")
+    FAIR = "fair", _("Fair")
+    GOOD = "good", _("Good")
+    VERY_GOOD = "very_good", _("Very good")
+    EXCELLENT = "excellent", _("Excellent")
+
+
+# Lower bound of each band, highest first.
+BAND_FLOORS: tuple[tuple[int, str], ...] = (
+    (700, ScoreBand.EXCELLENT),
+    (650, ScoreBand.VERY_GOOD),
+    (600, ScoreBand.GOOD),
+    (550, ScoreBand.FAIR),
+    (350, ScoreBand.POOR),
+)
+
+
+def band_for_score(score: int) -> str:
+    for floor, band in BAND_FLOORS:
+        if score >= floor:
+            return band
+    return ScoreBand.POOR
+
+
+class PromiseOutcome(models.TextChoices):
+    """守约记录: how a finished order ended for the consumer's record."""
+
+    FULFILLED = "fulfilled", _("Fulfilled")
+    CANCELLED = "cancelled", _("Cancelled")
+    BREACHED = "breached", _("Breached")
+    RECOVERED = "recovered", _("Recovered")
+
+
+class LimitChangeReason(models.TextChoices):
+    INITIAL = "initial", _("Initial limit")
+    STAFF = "staff", _("Staff adjustment")
+    GROWTH = "growth", _("Growth for kept promises")
+    BREACH = "breach", _("Breach reduction")

@@ -1,0 +1,162 @@
+"""Consumers, their verified identity, credit profile and promise records."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Case, F, Q, Value, When
+from django.utils.translation import gettext_lazy as _
+
+from bnpl.validators import mask_phone, validate_cn_mobile
+
+from .choices import LimitChangeReason, PromiseOutcome, ScoreBand
+
+
+class Consumer(models.Model):
+    """A person who buys 先享: a login plus a phone and, once verified, a real name.
+
+    The resident ID number is never stored in clear: ``id_number_hash`` is an
+    HMAC-SHA256 under ``IDENTITY_HASH_KEY`` (so one ID can be bound to one account,
+    and a number can be matched without being readable), and ``id_number_masked``
+    keeps the region prefix and last four digits for display.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="consumer")
+    phone = models.CharField(_("Phone"), max_length=11, unique=True, validators=[validate_cn_mobile])
+    phone_verified = models.BooleanField(_("Phone verified"), default=False)
+    real_name = models.CharField(_("Real name"), max_length=50, blank=True)
+    id_number_hash = models.CharField(max_length=64, blank=True, editable=False)
+    id_number_masked = models.CharField(_("ID number"), max_length=18, blank=True, editable=False)
+    verified_at = models.DateTimeField(_("Verified at"), null=True, blank=True)
+    city = models.CharField(_("City"), max_length=50, blank=True)
+    created_at = models.DateTimeField(_("Joined at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("Consumer")
+        verbose_name_plural = _("Consumer")
+        ordering = ["-created_at"]
+        constraints = [
+            # One resident ID, one account.
+            models.UniqueConstraint(
+                fields=["id_number_hash"], condition=~Q(id_number_hash=""), name="consumer_id_number_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(verified_at__isnull=True) | (~Q(id_number_hash="") & ~Q(real_name="")),
+                name="consumer_verified_has_identity",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.masked_phone
+
+    @property
+    def masked_phone(self) -> str:
+        return mask_phone(self.phone)
+
+    @property
+    def is_verified(self) -> bool:
+        return self.verified_at is not None
+
+
+class CreditProfile(models.Model):
+    """A consumer's score, limit and open exposure: the row every admission locks.
+
+    ``open_exposure_amount`` is the sum of what open orders hold against the limit
+    (an active order's cap, a completed order's amount due). It changes only through
+    ``consumers.services.credit_hold_*`` in the same transaction as the order change,
+    with a conditional UPDATE so two concurrent orders can never over-commit.
+    """
+
+    consumer = models.OneToOneField(Consumer, on_delete=models.CASCADE, related_name="credit_profile")
+    score = models.PositiveSmallIntegerField(_("Credit score"), default=600)
+    band = models.GeneratedField(
+        expression=Case(
+            When(score__gte=700, then=Value(ScoreBand.EXCELLENT.value)),
+            When(score__gte=650, then=Value(ScoreBand.VERY_GOOD.value)),
+            When(score__gte=600, then=Value(ScoreBand.GOOD.value)),
+            When(score__gte=550, then=Value(ScoreBand.FAIR.value)),
+            default=Value(ScoreBand.POOR.value),
+        ),
+        output_field=models.CharField(max_length=16, choices=ScoreBand.choices),
+        db_persist=True,
+        verbose_name=_("Score band"),
+    )
+    credit_limit_amount = models.DecimalField(_("Credit limit"), max_digits=12, decimal_places=2, default=Decimal("0.00"))
+    open_exposure_amount = models.DecimalField(
+        _("Held amount"), max_digits=12, decimal_places=2, default=Decimal("0.00")
+    )
+    available_amount = models.GeneratedField(
+        expression=F("credit_limit_amount") - F("open_exposure_amount"),
+        output_field=models.DecimalField(max_digits=12, decimal_places=2),
+        db_persist=True,
+        verbose_name=_("Available"),
+    )
+    is_paused = models.BooleanField(_("Paused"), default=False)
+    paused_reason = models.CharField(_("Pause reason"), max_length=200, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("Credit profile")
+        verbose_name_plural = _("Credit profile")
+        constraints = [
+            models.CheckConstraint(condition=Q(score__gte=350) & Q(score__lte=950), name="profile_score_range"),
+            models.CheckConstraint(condition=Q(credit_limit_amount__gte=0), name="profile_limit_non_negative"),
+            models.CheckConstraint(condition=Q(open_exposure_amount__gte=0), name="profile_exposure_non_negative"),
+            models.CheckConstraint(
+                condition=Q(is_paused=False) | ~Q(paused_reason=""), name="profile_pause_has_reason"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} · {self.score}"
+
+
+class LimitChange(models.Model):
+    """An append-only record of every credit-limit change with its reason and actor."""
+
+    profile = models.ForeignKey(CreditProfile, on_delete=models.CASCADE, related_name="limit_changes")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reason_code = models.CharField(max_length=16, choices=LimitChangeReason.choices)
+    reason = models.TextField(blank=True)
+    before_amount = models.DecimalField(max_digits=12, decimal_places=2)
+    after_amount = models.DecimalField(max_digits=12, decimal_places=2)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("Limit change")
+        verbose_name_plural = _("Limit change")
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.before_amount} → {self.after_amount} ({self.reason_code})"
+
+
+class PromiseRecord(models.Model):
+    """守约记录: one per finished credit order, the outcome that feeds score, limit and rewards.
+
+    ``order_id`` names the credit order without a foreign key, because ``consumers``
+    sits below ``bnpl`` and must not depend on its models; the unique constraint
+    still makes it one record per order.
+    """
+
+    consumer = models.ForeignKey(Consumer, on_delete=models.PROTECT, related_name="promise_records")
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="+")
+    order_id = models.BigIntegerField(_("Order id"), unique=True)
+    outcome = models.CharField(_("Outcome"), max_length=16, choices=PromiseOutcome.choices)
+    amount = models.DecimalField(_("Amount"), max_digits=12, decimal_places=2, default=Decimal("0.00"))
+    recorded_at = models.DateTimeField(_("Recorded at"))
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("Promise record")
+        verbose_name_plural = _("Promise record")
+        ordering = ["-recorded_at"]
+        indexes = [models.Index(fields=["consumer", "-recorded_at"], name="promise_consumer_recent_idx")]
+        constraints = [models.CheckConstraint(condition=Q(amount__gte=0), name="promise_amount_non_negative")]
+
+    def __str__(self) -> str:
+        return f"#{self.order_id} {self.outcome}"

@@ -1,0 +1,75 @@
+"""Enumerations of the merchants app."""
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Scenario(models.TextChoices):
+    """The four 先享 scenarios a listing can belong to; each has its own charge policy."""
+
+    EBIKE_CHARGING = "ebike_charging", _("E-bike charging")
+    EXPRESS_DELIVERY = "express_delivery", _("Express delivery")
+    SWIMMING_FITNESS = "swimming_fitness", _("Swimming and fitness")
+    LIVE_SHOPPING = "live_shopping", _("Live-stream shopping")
+
+
+class MerchantCategory(models.TextChoices):
+    """Business categories a merchant applies for (the four scenarios plus excluded ones)."""
+
+    EBIKE_CHARGING = "ebike_charging", _("E-bike charging")
+    EXPRESS_DELIVERY = "express_delivery", _("Express delivery")
+    SWIMMING_FITNESS = "swimming_fitness", _("Swimming and fitness")
+    LIVE_SHOPPING = "live_shopping", _("Live-stream shopping")
+    JEWELLERY_GOLD = "jewellery_gold", _("Jewellery and gold")
+    LUXURY_GOODS = "luxury_goods", _("Luxury goods")
+    PHONES_COMPUTERS = "phones_computers", _("Phones and computers")
+    PREMIUM_LIQUOR = "premium_liquor", _("Premium liquor")
+
+
+# Categories excluded from pay-later (as WeChat Pay Score excludes them): refused at application.
+EXCLUDED_CATEGORIES = frozenset(
+    {
+        MerchantCategory.JEWELLERY_GOLD,
+        MerchantCategory.LUXURY_GOODS,
+        MerchantCategory.PHONES_COMPUTERS,
+        MerchantCategory.PREMIUM_LIQUOR,
+    }
+)
+
+
+class MerchantStatus(models.TextChoices):
+    DRAFT = "draft", _("Draft")
+    SUBMITTED = "submitted", _("Submitted")
+    APPROVED = "approved", _("Approved")
+    REJECTED = "rejected", _("Rejected")
+    SUSPENDED = "suspended", _("Paused")
+
+
+# draft → submitted → approved | rejected; rejected → submitted (fixed and resubmitted);
+# approved → suspended → approved (reinstated).
+MERCHANT_ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    MerchantStatus.DRAFT: frozenset({MerchantStatus.SUBMITTED}),
+    MerchantStatus.SUBMITTED: frozenset({MerchantStatus.APPROVED, MerchantStatus.REJECTED}),
+    MerchantStatus.REJECTED: frozenset({MerchantStatus.SUBMITTED}),
+    MerchantStatus.APPROVED: frozenset({MerchantStatus.SUSPENDED}),
+    MerchantStatus.SUSPENDED: frozenset({MerchantStatus.APPROVED}),
+}
+
+
+class MemberRole(models.TextChoices):
+    OWNER = "owner", _("Owner")
+    OPERATOR = "operator", _("Operator")
+    FINANCE = "finance", _("Finance")
+    VIEWER = "viewer", _("Viewer")
+
+
+class ConfirmMode(models.TextChoices):
+    """芝麻先享's two confirmation modes."""
+
+    EACH_TIME = "each_time", _("Confirm each time")
+    AGREEMENT = "agreement", _("Standing agreement (no confirmation)")
+
+
+class ListingStatus(models.TextChoices):
+    ACTIVE = "active", _("On sale")
+    PAUSED = "paused", _("Paused")
