@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from merchants.choices import ConfirmMode, Scenario
 
-from .choices import OPEN_STATUSES, ActorKind, AgreementStatus, OrderStatus
+from bnpl.choices import OPEN_STATUSES, ActorKind, AgreementStatus, OrderStatus
 
 
 class Agreement(models.Model):
