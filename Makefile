@@ -23,6 +23,7 @@ venv: $(VENV)/.installed .env
 
 migrate: venv
 	$(PY) manage.py migrate --no-input
+	$(PY) manage.py createcachetable
 	$(PY) manage.py compilemessages --ignore=.venv -v0
 
 seed: migrate
@@ -34,9 +35,11 @@ schedules: migrate
 # Web server and django-q2 cluster together; Ctrl-C stops both.
 run: seed schedules
 	@echo "Platform on http://$(HOST):$(PORT)/  (admin: /admin/, health: /healthz). Ctrl-C stops."
-	@trap 'kill 0' INT TERM EXIT; \
-	$(PY) manage.py qcluster & \
-	$(PY) manage.py runserver $(HOST):$(PORT) --noreload & \
+	@# SIGTERM to the whole group would kill django-q2's sentinel before its parent and hang the
+	@# cluster, so each process is signalled on its own.
+	@$(PY) manage.py qcluster & QPID=$$!; \
+	$(PY) manage.py runserver $(HOST):$(PORT) --noreload & WPID=$$!; \
+	trap 'kill -TERM $$QPID $$WPID 2>/dev/null; wait' INT TERM EXIT; \
 	wait
 
 test: venv

@@ -15,6 +15,7 @@ works: the package runs the server as a dedicated ``pgserver`` system user.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from pathlib import Path
@@ -43,10 +44,9 @@ def embedded_database_settings(data_dir: Path) -> dict:
     with psycopg.connect(host=socket_dir, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone()
         if not exists:
-            try:
+            # Another process may create it between our check and our create.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another process created it between our check and our create
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": DATABASE_NAME,

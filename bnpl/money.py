@@ -39,7 +39,7 @@ def parse_money(value: object, *, allow_zero: bool = True, allow_negative: bool 
     silently becoming ``12.51``, because an amount someone typed or sent must mean
     exactly what it says. Floats are refused for the same reason.
     """
-    if isinstance(value, float) or isinstance(value, bool):
+    if isinstance(value, float | bool):
         raise MoneyError("amounts must be given as decimal strings, not floating-point numbers")
     try:
         amount = Decimal(str(value).strip())

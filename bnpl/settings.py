@@ -85,6 +85,10 @@ else:
     DATABASES = {"default": embedded_database_settings(EMBEDDED_DB_DIR)}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A server that does not answer must not hang a request (or /healthz) forever.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+    "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+)
 DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str("DATABASE_TEST_NAME", default="test_bnpl")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -132,6 +136,13 @@ X_FRAME_OPTIONS = "DENY"
 # makes existing hashes unmatchable (see docs/operations.md).
 IDENTITY_HASH_KEY = env.str("IDENTITY_HASH_KEY", default=SECRET_KEY)
 
+# Local memory for the web's own caching; django-q2's cluster statistics go to a database cache table so that
+# /healthz in a web process can count the clusters running elsewhere (with Redis they live in Redis).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "django_q": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_q_cache"},
+}
+
 # --- Background jobs: django-q2, ORM broker by default, Redis when Q_REDIS_URL is set.
 # timeout < retry so a task is never started again while its first run is still alive;
 # finite attempts so a poisoned task stops. Every task is idempotent anyway (they sweep the DB).
@@ -145,16 +156,25 @@ Q_CLUSTER = {
     "save_limit": 1000,
     "label": "Django Q2",
     "orm": "default",
+    "cache": "django_q",
 }
 if env.str("Q_REDIS_URL", default=""):
     Q_CLUSTER.pop("orm")
     Q_CLUSTER["redis"] = env.str("Q_REDIS_URL")
 
 # --- Business policy knobs (defaults documented in .env.example).
+BNPL_VERSION = env.str("BNPL_VERSION", default="dev")
 BNPL_PLATFORM_NAME = env.str("BNPL_PLATFORM_NAME", default="先享后付")
 BNPL_DEFAULT_FEE_RATE = Decimal(env.str("BNPL_DEFAULT_FEE_RATE", default="0.0060"))
 BNPL_CONFIRMATION_TTL = timedelta(minutes=env.int("BNPL_CONFIRMATION_TTL_MINUTES", default=30))
 BNPL_SCHEDULER_STALE_AFTER = timedelta(seconds=env.int("BNPL_SCHEDULER_STALE_AFTER_SECONDS", default=180))
+
+# --- Payment gateway: "sandbox" (in-process) or "sandbox_http" (the sandbox endpoint of a running server).
+BNPL_GATEWAY = env.str("BNPL_GATEWAY", default="sandbox")
+BNPL_GATEWAY_URL = env.str("BNPL_GATEWAY_URL", default="http://127.0.0.1:8000/sandbox/gateway/")
+BNPL_GATEWAY_TIMEOUT_S = env.float("BNPL_GATEWAY_TIMEOUT_S", default=5.0)
+# Serves /sandbox/gateway/ (moves simulated money, no credentials): never enable in production.
+BNPL_SANDBOX_HTTP_ENABLED = env.bool("BNPL_SANDBOX_HTTP_ENABLED", default=False)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

@@ -31,7 +31,9 @@ def normalize_cn_mobile(value: str) -> str:
 def validate_cn_mobile(value: str) -> None:
     if not CN_MOBILE_RE.match(normalize_cn_mobile(value)):
         raise ValidationError(
-            _("Enter a valid mainland China mobile number (11 digits starting with 1)."), code="invalid_phone", params={"value": value}
+            _("Enter a valid mainland China mobile number (11 digits starting with 1)."),
+            code="invalid_phone",
+            params={"value": value},
         )
 
 
@@ -44,20 +46,24 @@ def validate_uscc(value: str) -> None:
         uscc.validate(str(value or ""))
     except StdnumError as exc:
         raise ValidationError(
-            _("Enter a valid unified social credit code (18 characters with a correct check character)."), code="invalid_uscc", params={"value": value}
+            _("Enter a valid unified social credit code (18 characters with a correct check character)."),
+            code="invalid_uscc",
+            params={"value": value},
         ) from exc
 
 
 def normalize_resident_id(value: str) -> str:
-    return ric.compact(str(value or "")).upper()
+    """Upper-case, without the spaces and dashes people type between the groups."""
+    return re.sub(r"[\s\-]", "", str(value or "")).upper()
 
 
 def validate_resident_id(value: str) -> None:
     try:
-        ric.validate(str(value or ""))
+        ric.validate(normalize_resident_id(value))
     except StdnumError as exc:
         raise ValidationError(
-            _("Enter a valid resident ID number (18 characters with a correct check digit)."), code="invalid_resident_id"
+            _("Enter a valid resident ID number (18 characters with a correct check digit)."),
+            code="invalid_resident_id",
         ) from exc
 
 

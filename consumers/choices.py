@@ -40,6 +40,14 @@ class PromiseOutcome(models.TextChoices):
     RECOVERED = "recovered", _("Recovered")
 
 
+class ProfileEventKind(models.TextChoices):
+    """What changed on a credit profile, besides the limit (which has its own LimitChange rows)."""
+
+    PAUSED = "paused", _("Paused")
+    UNPAUSED = "unpaused", _("Pause lifted")
+    SCORE_CHANGED = "score_changed", _("Score changed")
+
+
 class LimitChangeReason(models.TextChoices):
     INITIAL = "initial", _("Initial limit")
     STAFF = "staff", _("Staff adjustment")

@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from bnpl.validators import mask_phone, validate_cn_mobile
 
-from .choices import LimitChangeReason, PromiseOutcome, ScoreBand
+from .choices import LimitChangeReason, ProfileEventKind, PromiseOutcome, ScoreBand
 
 
 class Consumer(models.Model):
@@ -83,7 +83,9 @@ class CreditProfile(models.Model):
         db_persist=True,
         verbose_name=_("Score band"),
     )
-    credit_limit_amount = models.DecimalField(_("Credit limit"), max_digits=12, decimal_places=2, default=Decimal("0.00"))
+    credit_limit_amount = models.DecimalField(
+        _("Credit limit"), max_digits=12, decimal_places=2, default=Decimal("0.00")
+    )
     open_exposure_amount = models.DecimalField(
         _("Held amount"), max_digits=12, decimal_places=2, default=Decimal("0.00")
     )
@@ -133,6 +135,32 @@ class LimitChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.before_amount} → {self.after_amount} ({self.reason_code})"
+
+
+class CreditProfileEvent(models.Model):
+    """An append-only record of a pause, a lifted pause or a score change: who, when, before, after, why.
+
+    Limit changes have their own :class:`LimitChange` rows (with amounts); together
+    they are the consumer's score and limit history.
+    """
+
+    profile = models.ForeignKey(CreditProfile, on_delete=models.CASCADE, related_name="events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    kind = models.CharField(_("Kind"), max_length=16, choices=ProfileEventKind.choices)
+    before = models.CharField(_("Before"), max_length=200, blank=True)
+    after = models.CharField(_("After"), max_length=200, blank=True)
+    reason = models.TextField(_("Reason"), blank=True)
+    created_at = models.DateTimeField(_("Time"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("Credit profile event")
+        verbose_name_plural = _("Credit profile events")
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.before} → {self.after}"
 
 
 class PromiseRecord(models.Model):

@@ -33,7 +33,9 @@ class Merchant(models.Model):
     contact_email = models.EmailField(_("Contact email"), blank=True)
     city = models.CharField(_("City"), max_length=50, blank=True)
     categories = ArrayField(
-        models.CharField(max_length=32, choices=MerchantCategory.choices), verbose_name=_("Business categories"), default=list
+        models.CharField(max_length=32, choices=MerchantCategory.choices),
+        verbose_name=_("Business categories"),
+        default=list,
     )
     settlement_bank_name = models.CharField(_("Bank"), max_length=100)
     settlement_account_name = models.CharField(_("Account name"), max_length=200)
@@ -46,9 +48,7 @@ class Merchant(models.Model):
         validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("0.1"))],
         help_text=_("The platform's fee on each charge, e.g. 0.0060 means 0.6%."),
     )
-    status = models.CharField(
-        _("Status"), max_length=16, choices=MerchantStatus.choices, default=MerchantStatus.DRAFT
-    )
+    status = models.CharField(_("Status"), max_length=16, choices=MerchantStatus.choices, default=MerchantStatus.DRAFT)
     rejection_reason = models.TextField(_("Rejection reason"), blank=True)
     submitted_at = models.DateTimeField(_("Submitted at"), null=True, blank=True)
     approved_at = models.DateTimeField(_("Approved at"), null=True, blank=True)
@@ -139,7 +139,9 @@ class Listing(models.Model):
         _("Minimum score"), default=550, validators=[MinValueValidator(350), MaxValueValidator(950)]
     )
     order_ttl_minutes = models.PositiveIntegerField(
-        _("Confirmation time-to-live (minutes)"), default=30, validators=[MinValueValidator(1), MaxValueValidator(60 * 24 * 30)]
+        _("Confirmation time-to-live (minutes)"),
+        default=30,
+        validators=[MinValueValidator(1), MaxValueValidator(60 * 24 * 30)],
     )
     pricing_rule = models.JSONField(_("Pricing rule"))
     status = models.CharField(_("Status"), max_length=16, choices=ListingStatus.choices, default=ListingStatus.ACTIVE)
@@ -152,7 +154,9 @@ class Listing(models.Model):
         ordering = ["merchant_id", "title"]
         constraints = [
             models.CheckConstraint(condition=Q(max_amount__gt=0), name="listing_max_amount_positive"),
-            models.CheckConstraint(condition=Q(min_score__gte=350) & Q(min_score__lte=950), name="listing_min_score_range"),
+            models.CheckConstraint(
+                condition=Q(min_score__gte=350) & Q(min_score__lte=950), name="listing_min_score_range"
+            ),
             models.CheckConstraint(
                 condition=Q(order_ttl_minutes__gte=1) & Q(order_ttl_minutes__lte=60 * 24 * 30),
                 name="listing_order_ttl_range",

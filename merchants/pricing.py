@@ -382,9 +382,7 @@ def _window_index(occurred_at: datetime, started_at: datetime) -> int:
     try:
         index = (occurred_at - started_at) // CAP_WINDOW
     except TypeError as exc:  # naive vs aware datetimes
-        raise PricingRuleError(
-            {"occurred_at": "Usage times and the start time must all be timezone-aware."}
-        ) from exc
+        raise PricingRuleError({"occurred_at": "Usage times and the start time must all be timezone-aware."}) from exc
     return max(index, 0)
 
 
@@ -545,9 +543,7 @@ class PerUnitRule:
         ]
         if amount > charged:
             reduction = amount - charged
-            lines.append(
-                BillLineDraft(CAP_DISCOUNT_NAME, Decimal(1), Unit.ITEM.value, reduction, reduction, True)
-            )
+            lines.append(BillLineDraft(CAP_DISCOUNT_NAME, Decimal(1), Unit.ITEM.value, reduction, reduction, True))
         if charged < self.minimum_amount:
             top_up = to_money(self.minimum_amount - charged)
             lines.append(BillLineDraft(MINIMUM_TOP_UP_NAME, Decimal(1), Unit.ITEM.value, top_up, top_up))
@@ -643,8 +639,7 @@ class TieredRule:
                     tier_reader.errors[f"{prefix}up_to"] = "The last tier must be open-ended (null)."
                 elif up_to is not None and previous is not None and up_to <= previous:
                     tier_reader.errors[f"{prefix}up_to"] = (
-                        f"Tier limits must increase strictly "
-                        f"({_fmt_number(up_to)} follows {_fmt_number(previous)})."
+                        f"Tier limits must increase strictly ({_fmt_number(up_to)} follows {_fmt_number(previous)})."
                     )
             reader.errors.update(tier_reader.errors)
             if up_to is not None:

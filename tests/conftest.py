@@ -1,8 +1,28 @@
 """Suite-wide fixtures. The database is real PostgreSQL (DATABASE_URL or the embedded server)."""
 
 import pytest
+from django.utils import translation
 
 from tests.factories import ConsumerFactory, ListingFactory, MerchantFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings):
+    # Every consumer and merchant member has a login; PBKDF2 would cost most of a test's time, and hashing
+    # strength is not what these tests are about.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Pages render {% static %} without a collectstatic manifest (production uses the manifest storage).
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture(autouse=True)
+def _english():
+    """Messages are asserted as their English msgids; translation tests activate zh-hans themselves."""
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture

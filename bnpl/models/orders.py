@@ -7,9 +7,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
-from merchants.choices import ConfirmMode, Scenario
-
 from bnpl.choices import OPEN_STATUSES, ActorKind, AgreementStatus, OrderStatus
+from merchants.choices import ConfirmMode, Scenario
 
 
 class Agreement(models.Model):
@@ -23,7 +22,9 @@ class Agreement(models.Model):
     consumer = models.ForeignKey("consumers.Consumer", on_delete=models.PROTECT, related_name="agreements")
     merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="agreements")
     listing = models.ForeignKey("merchants.Listing", on_delete=models.PROTECT, related_name="agreements")
-    status = models.CharField(_("Status"), max_length=16, choices=AgreementStatus.choices, default=AgreementStatus.VALID)
+    status = models.CharField(
+        _("Status"), max_length=16, choices=AgreementStatus.choices, default=AgreementStatus.VALID
+    )
     signed_at = models.DateTimeField(_("Signed at"))
     closed_at = models.DateTimeField(_("Closed at"), null=True, blank=True)
     close_reason = models.CharField(_("Close reason"), max_length=200, blank=True)

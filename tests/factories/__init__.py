@@ -27,7 +27,8 @@ def make_uscc(n: int) -> str:
 def make_resident_id(n: int, birth: str = "19900101") -> str:
     """A valid resident ID (Hangzhou Xihu district prefix), distinct for each ``n``."""
     body = f"330106{birth}{n % 1000:03d}"
-    return body + ric.calc_check_digit(body)
+    # stdnum computes the check digit of a full 18-character number: pad the body with a placeholder.
+    return body + ric.calc_check_digit(body + "0")
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -113,7 +114,7 @@ class ConsumerFactory(factory.django.DjangoModelFactory):
     city = "杭州"
 
     @factory.post_generation
-    def profile(obj, create, extracted, **kwargs):  # noqa: N805 - factory_boy passes the object first
+    def profile(obj, create, extracted, **kwargs):
         if not create:
             return
         values = {"score": 650, "credit_limit_amount": Decimal("1000.00")}

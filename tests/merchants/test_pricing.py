@@ -136,9 +136,7 @@ class TestPerUnit:
     def test_exactly_one_full_window_has_no_empty_second_window(self):
         rule = per_unit(cap_per_24h="10.00")
         windows = rule.windows([use("48")], started_at=T0)
-        assert [(w.first_index, w.count, w.quantity, w.charged) for w in windows] == [
-            (0, 2, D("24"), D("10.00"))
-        ]
+        assert [(w.first_index, w.count, w.quantity, w.charged) for w in windows] == [(0, 2, D("24"), D("10.00"))]
         assert bill_total(rate(rule, [use("48")], started_at=T0)) == D("20.00")
 
     def test_minutes_use_1440_minute_windows_and_sub_fen_prices(self):
@@ -310,9 +308,7 @@ class TestTiered:
         )
 
     def test_exactly_at_the_first_limit(self, rule):
-        assert rate(rule, [use("10")], started_at=T0) == [
-            line("第1档 (0–10 kwh)", "10", "kwh", "1.20", "12.00")
-        ]
+        assert rate(rule, [use("10")], started_at=T0) == [line("第1档 (0–10 kwh)", "10", "kwh", "1.20", "12.00")]
 
     def test_just_above_the_first_limit(self, rule):
         assert rate(rule, [use("10.5")], started_at=T0) == [
@@ -339,15 +335,11 @@ class TestTiered:
 
     def test_single_open_tier(self):
         rule = parse_rule({"kind": "tiered", "unit": "kwh", "tiers": [{"up_to": None, "unit_price": "0.80"}]})
-        assert rate(rule, [use("12.5")], started_at=T0) == [
-            line("第1档 (0+ kwh)", "12.5", "kwh", "0.80", "10.00")
-        ]
+        assert rate(rule, [use("12.5")], started_at=T0) == [line("第1档 (0+ kwh)", "12.5", "kwh", "0.80", "10.00")]
 
     def test_free_units_come_off_the_bottom(self):
         rule = parse_rule({**TIERS_JSON, "free_units": "5"})
-        assert rate(rule, [use("12")], started_at=T0) == [
-            line("第1档 (0–10 kwh)", "7", "kwh", "1.20", "8.40")
-        ]
+        assert rate(rule, [use("12")], started_at=T0) == [line("第1档 (0–10 kwh)", "7", "kwh", "1.20", "8.40")]
         assert rate(rule, [use("17")], started_at=T0) == [
             line("第1档 (0–10 kwh)", "10", "kwh", "1.20", "12.00"),
             line("第2档 (10–50 kwh)", "2", "kwh", "1.00", "2.00"),
@@ -638,9 +630,7 @@ units = st.sampled_from(list(Unit))
 unit_prices = st.decimals(min_value=0, max_value=1000, places=4, allow_nan=False, allow_infinity=False)
 quantities = st.decimals(min_value=0, max_value=200, places=4, allow_nan=False, allow_infinity=False)
 amounts = st.decimals(min_value=0, max_value=500, places=2, allow_nan=False, allow_infinity=False)
-caps = st.none() | st.decimals(
-    min_value=D("0.01"), max_value=500, places=2, allow_nan=False, allow_infinity=False
-)
+caps = st.none() | st.decimals(min_value=D("0.01"), max_value=500, places=2, allow_nan=False, allow_infinity=False)
 
 
 @st.composite
@@ -792,9 +782,9 @@ class TestValidation:
         assert set(errors_of({"kind": "per_unit", "unit": "day", "unit_price": "1"})) == {"unit"}
 
     def test_cap_must_be_positive_or_null(self):
-        assert set(
-            errors_of({"kind": "per_unit", "unit": "hour", "unit_price": "1", "cap_per_24h": "0"})
-        ) == {"cap_per_24h"}
+        assert set(errors_of({"kind": "per_unit", "unit": "hour", "unit_price": "1", "cap_per_24h": "0"})) == {
+            "cap_per_24h"
+        }
         assert per_unit(cap_per_24h=None).cap_per_24h is None
 
     def test_round_up_must_be_a_boolean(self):

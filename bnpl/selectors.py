@@ -1,0 +1,77 @@
+"""Reads of the pay-later core, always scoped to the principal asking (invariant 5).
+
+A merchant sees only its own orders and a consumer only their own: every lookup by
+an id that came from a request filters by the principal, so another tenant's id
+raises ``DoesNotExist`` exactly like an id that does not exist (views turn it into
+404 and learn nothing about other tenants).
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from consumers.models import Consumer
+from merchants.models import Merchant
+
+from .choices import OrderStatus
+from .models import Agreement, CreditOrder
+
+
+def _orders() -> QuerySet[CreditOrder]:
+    return CreditOrder.objects.select_related("merchant", "listing", "consumer")
+
+
+def _pk(value: object) -> int:
+    """A primary key from request input; anything else is an id that does not exist."""
+    try:
+        pk = int(str(value))
+    except (TypeError, ValueError):
+        raise CreditOrder.DoesNotExist from None
+    if pk <= 0:
+        raise CreditOrder.DoesNotExist
+    return pk
+
+
+def credit_order_get_for_merchant(*, merchant: Merchant, order_id: int | str) -> CreditOrder:
+    """One of ``merchant``'s orders by platform id."""
+    return _orders().get(merchant=merchant, pk=_pk(order_id))
+
+
+def credit_order_get_by_out_order_no(*, merchant: Merchant, out_order_no: str) -> CreditOrder:
+    """One of ``merchant``'s orders by the merchant's own order number."""
+    return _orders().get(merchant=merchant, out_order_no=out_order_no)
+
+
+def credit_order_get_for_consumer(*, consumer: Consumer, order_id: int | str) -> CreditOrder:
+    """One of ``consumer``'s orders by platform id."""
+    return _orders().get(consumer=consumer, pk=_pk(order_id))
+
+
+def credit_order_get_by_token(*, token: str) -> CreditOrder:
+    """The pending order a confirmation link points at.
+
+    The token is the only secret of the hosted confirmation page, so it is matched
+    exactly and only while the order awaits confirmation (it is cleared afterwards).
+    """
+    if not token:
+        raise CreditOrder.DoesNotExist
+    return _orders().get(confirmation_token=token, status=OrderStatus.PENDING_CONFIRMATION)
+
+
+def credit_orders_for_merchant(*, merchant: Merchant) -> QuerySet[CreditOrder]:
+    """All of ``merchant``'s orders, newest first."""
+    return _orders().filter(merchant=merchant)
+
+
+def credit_orders_for_consumer(*, consumer: Consumer) -> QuerySet[CreditOrder]:
+    """All of ``consumer``'s orders, newest first (the consumer's one place for every order)."""
+    return _orders().filter(consumer=consumer)
+
+
+def agreement_get_for_consumer(*, consumer: Consumer, agreement_id: int | str) -> Agreement:
+    """One of ``consumer``'s agreements by id."""
+    try:
+        pk = _pk(agreement_id)
+    except CreditOrder.DoesNotExist:
+        raise Agreement.DoesNotExist from None
+    return Agreement.objects.select_related("merchant", "listing").get(consumer=consumer, pk=pk)

@@ -1,0 +1,842 @@
+"""Writes of the pay-later core: agreements, credit orders, usage and bills.
+
+Every change of an order's state goes through one service here. Each one locks the
+order row (``SELECT … FOR UPDATE``) inside one transaction, checks the move against
+:data:`bnpl.choices.ALLOWED_TRANSITIONS`, writes an :class:`OrderEvent` naming the
+actor, and changes the consumer's credit hold in the same transaction, so the
+order's ``hold_amount`` and the profile's open exposure can never disagree. A refused
+action raises a :mod:`bnpl.exceptions` error before anything is written (or inside
+the transaction, which then rolls back), so it changes nothing.
+
+Lock order, to stay free of deadlocks: agreement row → order row → credit profile row.
+
+Charging proper (charge attempts, the ledger) comes later; until then an order is
+settled by :func:`credit_order_mark_paid_elsewhere` ("sync" in WeChat Pay Score's
+terms), which is also what the demo data uses for paid orders.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from consumers.choices import PromiseOutcome
+from consumers.models import Consumer, PromiseRecord
+from consumers.services import (
+    credit_hold_acquire,
+    credit_hold_release,
+    promise_record_add,
+    promise_record_recover,
+)
+from merchants.choices import ConfirmMode, ListingStatus, MerchantStatus
+from merchants.models import Listing, Merchant
+from merchants.pricing import BillLineDraft, PricingRuleError, UsageItem, bill_total, parse_rule, rate
+from scoring.choices import DecisionChannel, ReasonCode
+from scoring.services import admission_assess
+
+from .choices import ALLOWED_TRANSITIONS, OPEN_STATUSES, USAGE_STATUSES, ActorKind, AgreementStatus, OrderStatus
+from .exceptions import InsufficientCredit, InvalidTransition, NotAllowed, ValidationFailed
+from .models import Agreement, BillLine, CreditOrder, OrderEvent, UsageEvent
+from .money import ZERO, MoneyError, parse_money, to_money
+from .policies import due_at_for
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    from scoring.models import AdmissionDecision
+
+    Actor = AbstractBaseUser | None
+
+S = OrderStatus
+
+QUANTITY_PLACES = 4
+QUANTITY_STEP = Decimal(1).scaleb(-QUANTITY_PLACES)
+MAX_QUANTITY = Decimal(10) ** 10  # the quantity columns hold 14 digits, 4 of them after the point
+MAX_LINE_NAME = 64
+MAX_LINE_UNIT = 16
+MAX_OUT_ORDER_NO = 64
+MAX_TITLE = 120
+MAX_REASON = 200
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _action_label(action: str) -> str:
+    """The past participle used in refusals ("it cannot be cancelled"), translated."""
+    labels = {
+        "confirmed": _("confirmed"),
+        "cancelled": _("cancelled"),
+        "expired": _("expired"),
+        "completed": _("completed"),
+        "marked paid": _("marked paid"),
+        "declined": _("declined"),
+        "activated": _("activated"),
+        "given usage": _("given usage"),
+    }
+    return labels.get(action, action)
+
+
+def _refusal(order: CreditOrder, action: str) -> InvalidTransition:
+    # The status code, not its label, names the state: it is what the API and the logs show,
+    # and what a merchant's developer searches the documentation for.
+    return InvalidTransition(
+        _("order %(order)s is %(status)s; it cannot be %(action)s")
+        % {"order": order.out_order_no, "status": order.status, "action": _action_label(action)}
+    )
+
+
+def _require_state(order: CreditOrder, *, sources: Iterable[str], target: str, action: str) -> None:
+    """Refuse unless the order is in one of ``sources`` and the state machine allows ``target``."""
+    if order.status not in set(sources) or target not in ALLOWED_TRANSITIONS[order.status]:
+        raise _refusal(order, action)
+
+
+def _lock_order(order: CreditOrder) -> CreditOrder:
+    """Re-read the order under a row lock: every decision below is taken on the locked row."""
+    return CreditOrder.objects.select_for_update().get(pk=order.pk)
+
+
+def _move(
+    order: CreditOrder,
+    *,
+    to: str,
+    actor: Actor,
+    actor_kind: str,
+    reason: str = "",
+    data: Mapping[str, Any] | None = None,
+    update_fields: Sequence[str] = (),
+) -> OrderEvent:
+    """Apply one transition of a locked order and write its event, in the caller's transaction."""
+    if to not in ALLOWED_TRANSITIONS[order.status]:
+        raise _refusal(order, to)
+    event = OrderEvent.objects.create(
+        order=order,
+        actor=actor,
+        actor_kind=actor_kind,
+        from_status=order.status,
+        to_status=to,
+        reason=reason,
+        data=dict(data or {}),
+    )
+    order.status = to
+    order.save(update_fields=["status", "updated_at", *update_fields])
+    return event
+
+
+def _reasons_data(reasons: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    return [{"code": str(r.get("code", "")), "message": str(r.get("message", ""))} for r in reasons]
+
+
+def _required_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationFailed(_("Please give a reason."), fields={"reason": _("This field is required.")})
+    if len(reason) > MAX_REASON:
+        message = _("Keep the reason under %(n)d characters.") % {"n": MAX_REASON}
+        raise ValidationFailed(message, fields={"reason": message})
+    return reason
+
+
+def _fresh_listing(listing: Listing) -> Listing:
+    """The listing and its merchant as committed now: a paused merchant must stop taking orders at once."""
+    return Listing.objects.select_related("merchant").get(pk=listing.pk)
+
+
+def _require_operating(listing: Listing) -> None:
+    if listing.merchant.status != MerchantStatus.APPROVED:
+        raise NotAllowed(_("This merchant is not available right now."), code="merchant_unavailable")
+    if listing.status != ListingStatus.ACTIVE:
+        raise NotAllowed(_("This service is not available right now."), code="listing_unavailable")
+
+
+def _hold_release_all(order: CreditOrder) -> None:
+    """Give back everything the order holds; the order row is saved by the caller's ``_move``."""
+    if order.hold_amount > 0:
+        assert order.consumer is not None  # the database guarantees it (order_hold_has_consumer)
+        credit_hold_release(consumer=order.consumer, amount=order.hold_amount)
+    order.hold_amount = ZERO
+
+
+# --------------------------------------------------------------------------- agreements
+
+
+def agreement_sign(*, actor: Actor, consumer: Consumer, listing: Listing) -> Agreement:
+    """Sign (先享服务开通) a consumer's standing agreement for an agreement-mode listing.
+
+    Signing again returns the valid agreement the consumer already has, without a new
+    assessment. Otherwise the sign-up is assessed (芝麻先享 assesses at every entry);
+    a declined consumer gets :class:`NotAllowed` with code ``declined``, the message
+    "Cannot open for now" and the decision's reasons in ``.reasons`` (a list of
+    ``{code, message}``). The decision itself is committed before the refusal is
+    raised: every automated decision is kept with its reasons (PIPL art. 24).
+
+    Two concurrent sign-ups are made safe by the partial unique constraint
+    ``agreement_one_valid_per_listing``: the loser's insert fails and it returns the
+    winner's agreement.
+    """
+    with transaction.atomic(durable=True):
+        listing = _fresh_listing(listing)
+        if listing.confirm_mode != ConfirmMode.AGREEMENT:
+            message = _("This service is confirmed order by order; it has no standing agreement.")
+            raise ValidationFailed(message, code="not_agreement_listing", fields={"listing": message})
+        _require_operating(listing)
+        existing = Agreement.objects.filter(consumer=consumer, listing=listing, status=AgreementStatus.VALID).first()
+        if existing is not None:
+            return existing
+        decision = admission_assess(
+            consumer=consumer, listing=listing, amount=listing.max_amount, channel=DecisionChannel.SIGN_UP
+        )
+        if decision.approved:
+            try:
+                with transaction.atomic():
+                    return Agreement.objects.create(
+                        consumer=consumer,
+                        merchant=listing.merchant,
+                        listing=listing,
+                        status=AgreementStatus.VALID,
+                        signed_at=timezone.now(),
+                    )
+            except IntegrityError as exc:
+                if _constraint_name(exc) != "agreement_one_valid_per_listing":
+                    raise
+                return Agreement.objects.get(consumer=consumer, listing=listing, status=AgreementStatus.VALID)
+    # Raised after the commit so that the declined decision stays on record.
+    refusal = NotAllowed(_("Cannot open for now"), code="declined")
+    refusal.reasons = _reasons_data(decision.reasons)  # type: ignore[attr-defined]
+    refusal.decision_id = decision.pk  # type: ignore[attr-defined]
+    raise refusal
+
+
+@transaction.atomic(durable=True)
+def agreement_close(*, actor: Actor, agreement: Agreement, reason: str = "") -> Agreement:
+    """Close (revoke) a standing agreement; refused while any order under it is open.
+
+    The agreement row is locked first, and :func:`credit_order_create` locks the same
+    row before it places an order under it, so an order cannot slip in between the
+    "no open order" check and the close.
+    """
+    agreement = Agreement.objects.select_for_update().get(pk=agreement.pk)
+    if agreement.status != AgreementStatus.VALID:
+        raise InvalidTransition(
+            _("agreement %(id)s is %(status)s; it cannot be closed") % {"id": agreement.pk, "status": agreement.status}
+        )
+    reason = (reason or "").strip()[:MAX_REASON]
+    if CreditOrder.objects.filter(agreement=agreement, status__in=sorted(OPEN_STATUSES)).exists():
+        raise NotAllowed(_("The agreement cannot be closed while an order under it is still open."), code="order_open")
+    agreement.status = AgreementStatus.CLOSED
+    agreement.closed_at = timezone.now()
+    agreement.close_reason = reason
+    agreement.save(update_fields=["status", "closed_at", "close_reason"])
+    return agreement
+
+
+# --------------------------------------------------------------------------- credit orders
+
+
+def _constraint_name(exc: IntegrityError) -> str | None:
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None)
+
+
+def _parse_max_amount(max_amount: object, listing: Listing) -> Decimal:
+    if max_amount is None:
+        return listing.max_amount
+    try:
+        amount = parse_money(max_amount, allow_zero=False)
+    except MoneyError:
+        message = _("Enter an amount greater than zero with at most two decimal places.")
+        raise ValidationFailed(message, fields={"max_amount": message}) from None
+    if amount > listing.max_amount:
+        message = _("The order amount %(amount)s exceeds this service's ceiling of %(ceiling)s.") % {
+            "amount": amount,
+            "ceiling": listing.max_amount,
+        }
+        raise ValidationFailed(message, code="amount_exceeds_cap", fields={"max_amount": message})
+    return amount
+
+
+def _admit(
+    order: CreditOrder,
+    *,
+    consumer: Consumer,
+    channel: str,
+    actor: Actor,
+    actor_kind: str,
+    extra_update: Sequence[str] = (),
+) -> CreditOrder:
+    """Assess the consumer and take the hold: the order ends ``active`` or ``declined``.
+
+    The assessment reads the profile without a lock; the hold's conditional UPDATE is
+    what keeps the limit safe when two orders arrive at once. A hold the limit no longer
+    covers turns into a decline with reason ``insufficient_limit``, returned like any
+    other decline so the caller can show the reasons.
+    """
+    decision: AdmissionDecision = admission_assess(
+        consumer=consumer, listing=order.listing, amount=order.max_amount, channel=channel
+    )
+    order.decision = decision
+    now = timezone.now()
+    update = ["decision", "confirmation_token", *extra_update]
+    order.confirmation_token = None  # single use: leaving pending_confirmation spends it
+    if decision.approved:
+        try:
+            credit_hold_acquire(consumer=consumer, amount=order.max_amount)
+        except InsufficientCredit:
+            reasons = [
+                {"code": ReasonCode.INSUFFICIENT_LIMIT.value, "message": str(ReasonCode.INSUFFICIENT_LIMIT.label)}
+            ]
+        else:
+            order.hold_amount = order.max_amount
+            order.confirmed_at = now
+            _move(
+                order,
+                to=S.ACTIVE,
+                actor=actor,
+                actor_kind=actor_kind,
+                data={"decision_id": decision.pk, "hold_amount": str(order.max_amount)},
+                update_fields=[*update, "hold_amount", "confirmed_at"],
+            )
+            return order
+    else:
+        reasons = _reasons_data(decision.reasons)
+    order.closed_at = now
+    _move(
+        order,
+        to=S.DECLINED,
+        actor=actor,
+        actor_kind=actor_kind,
+        reason=_("Cannot open for now"),
+        data={"decision_id": decision.pk, "reasons": reasons},
+        update_fields=[*update, "closed_at"],
+    )
+    return order
+
+
+@transaction.atomic(durable=True)
+def credit_order_create(
+    *,
+    actor: Actor,
+    actor_kind: str,
+    merchant: Merchant,
+    listing: Listing,
+    out_order_no: str,
+    consumer: Consumer | None = None,
+    max_amount: Decimal | str | None = None,
+    title: str = "",
+    agreement: Agreement | None = None,
+) -> CreditOrder:
+    """Place a credit order (先享订单) with a merchant, from the API or the catalogue.
+
+    ``max_amount`` is the most that may ever be charged (``order_amount`` in 芝麻先享);
+    it defaults to the listing's ceiling and may not exceed it. The scenario, the
+    confirmation mode and the pricing rule are copied from the listing, so a later
+    price change never touches this order.
+
+    Confirm-each-time listings leave the order ``pending_confirmation`` with a single-use
+    ``confirmation_token`` and a deadline. Agreement listings need the consumer's valid
+    agreement; the order is assessed at once and ends ``active`` (its cap held against
+    the limit) or ``declined`` — a declined order is returned, not raised, so that the
+    caller can show the reasons.
+    """
+    listing = _fresh_listing(listing)
+    if listing.merchant_id != merchant.pk:
+        message = _("This service belongs to another merchant.")
+        raise ValidationFailed(message, fields={"listing": message})
+    _require_operating(listing)
+    out_order_no = (out_order_no or "").strip()
+    if not out_order_no or len(out_order_no) > MAX_OUT_ORDER_NO:
+        message = _("Give the merchant order number (1 to %(n)d characters).") % {"n": MAX_OUT_ORDER_NO}
+        raise ValidationFailed(message, fields={"out_order_no": message})
+    amount = _parse_max_amount(max_amount, listing)
+    title = (title or "").strip() or listing.title
+    if len(title) > MAX_TITLE:
+        message = _("Keep the title under %(n)d characters.") % {"n": MAX_TITLE}
+        raise ValidationFailed(message, fields={"title": message})
+    try:
+        parse_rule(listing.pricing_rule)
+    except PricingRuleError as exc:
+        raise ValidationFailed(
+            _("This service's pricing rule is invalid; the merchant must fix it."),
+            code="invalid_pricing_rule",
+            fields=exc.errors,
+        ) from None
+
+    is_agreement = listing.confirm_mode == ConfirmMode.AGREEMENT
+    if is_agreement:
+        if consumer is None:
+            message = _("An order under a standing agreement needs the consumer.")
+            raise ValidationFailed(message, code="agreement_required", fields={"consumer": message})
+        # Locking the agreement serialises this order with agreement_close: a close that won
+        # the lock has made the row closed, and the re-checked WHERE clause finds nothing.
+        locked = Agreement.objects.select_for_update().filter(
+            consumer=consumer, listing=listing, status=AgreementStatus.VALID
+        )
+        if agreement is not None:
+            locked = locked.filter(pk=agreement.pk)
+        agreement = locked.first()
+        if agreement is None:
+            message = _("The consumer has no valid agreement for this service.")
+            raise ValidationFailed(message, code="agreement_required", fields={"agreement": message})
+    elif agreement is not None:
+        message = _("This service is confirmed order by order; it takes no agreement.")
+        raise ValidationFailed(message, fields={"agreement": message})
+
+    if CreditOrder.objects.filter(merchant=merchant, out_order_no=out_order_no).exists():
+        raise _duplicate_out_order_no(out_order_no)
+    try:
+        with transaction.atomic():
+            order = CreditOrder.objects.create(
+                merchant=merchant,
+                listing=listing,
+                consumer=consumer,
+                agreement=agreement,
+                out_order_no=out_order_no,
+                title=title,
+                scenario=listing.scenario,
+                confirm_mode=listing.confirm_mode,
+                pricing_rule=listing.pricing_rule,
+                status=S.CREATED,
+                max_amount=amount,
+            )
+    except IntegrityError as exc:
+        # Two requests with the same number at once: the constraint decides, the loser is told.
+        if _constraint_name(exc) != "order_out_order_no_unique":
+            raise
+        raise _duplicate_out_order_no(out_order_no) from None
+    OrderEvent.objects.create(
+        order=order,
+        actor=actor,
+        actor_kind=actor_kind,
+        from_status="",
+        to_status=S.CREATED,
+        data={"max_amount": str(amount)},
+    )
+
+    if is_agreement:
+        assert consumer is not None
+        return _admit(order, consumer=consumer, channel=DecisionChannel.ORDER, actor=actor, actor_kind=actor_kind)
+
+    order.confirmation_token = secrets.token_urlsafe(32)
+    order.expires_at = timezone.now() + timedelta(minutes=listing.order_ttl_minutes)
+    _move(
+        order,
+        to=S.PENDING_CONFIRMATION,
+        actor=actor,
+        actor_kind=actor_kind,
+        data={"expires_at": order.expires_at.isoformat()},
+        update_fields=["confirmation_token", "expires_at"],
+    )
+    return order
+
+
+def _duplicate_out_order_no(out_order_no: str) -> ValidationFailed:
+    message = _("Merchant order number %(no)s is already used.") % {"no": out_order_no}
+    return ValidationFailed(message, code="duplicate_out_order_no", fields={"out_order_no": message})
+
+
+@transaction.atomic(durable=True)
+def credit_order_confirm(*, actor: Actor, order: CreditOrder, consumer: Consumer) -> CreditOrder:
+    """The consumer confirms a confirm-each-time order on its hosted page.
+
+    Only a pending order before its deadline can be confirmed (expiring it is left to
+    the expiry job); an order already made out to a consumer can be confirmed by that
+    consumer only. The consumer is assessed; approved → the cap is held and the order
+    is ``active``, otherwise ``declined`` (returned with its reasons). Either way the
+    confirmation token is spent.
+    """
+    order = _lock_order(order)
+    _require_state(order, sources={S.PENDING_CONFIRMATION}, target=S.ACTIVE, action="confirmed")
+    if order.consumer_id is not None and order.consumer_id != consumer.pk:
+        raise NotAllowed(_("This order was made out to someone else."), code="wrong_consumer")
+    if order.expires_at is not None and timezone.now() >= order.expires_at:
+        raise NotAllowed(_("This order has expired; ask the merchant for a new one."), code="expired")
+    order.consumer = consumer
+    return _admit(
+        order,
+        consumer=consumer,
+        channel=DecisionChannel.CONFIRM,
+        actor=actor,
+        actor_kind=ActorKind.CONSUMER,
+        extra_update=["consumer"],
+    )
+
+
+@transaction.atomic(durable=True)
+def credit_order_cancel(*, actor: Actor, actor_kind: str, order: CreditOrder, reason: str) -> CreditOrder:
+    """Cancel a pending or active order, with a reason; the hold is given back.
+
+    An active order (the consumer had confirmed) gets the promise record ``cancelled``
+    (已取消); a pending one the consumer never confirmed gets none.
+    """
+    reason = _required_reason(reason)
+    order = _lock_order(order)
+    _require_state(order, sources={S.PENDING_CONFIRMATION, S.ACTIVE}, target=S.CANCELLED, action="cancelled")
+    was_active = order.status == S.ACTIVE
+    now = timezone.now()
+    _hold_release_all(order)
+    order.confirmation_token = None
+    order.closed_at = now
+    order.close_reason = reason
+    _move(
+        order,
+        to=S.CANCELLED,
+        actor=actor,
+        actor_kind=actor_kind,
+        reason=reason,
+        update_fields=["hold_amount", "confirmation_token", "closed_at", "close_reason"],
+    )
+    if was_active:
+        assert order.consumer is not None
+        promise_record_add(
+            consumer=order.consumer,
+            merchant_id=order.merchant_id,
+            order_id=order.pk,
+            outcome=PromiseOutcome.CANCELLED,
+            amount=ZERO,
+            recorded_at=now,
+        )
+    return order
+
+
+@transaction.atomic
+def credit_order_expire(*, order: CreditOrder) -> CreditOrder:
+    """Expire a pending order left unconfirmed past its deadline (a system action).
+
+    Not durable: the expiry job calls it inside the transaction that claimed the row.
+    An order whose deadline has not passed is refused.
+    """
+    order = _lock_order(order)
+    _require_state(order, sources={S.PENDING_CONFIRMATION}, target=S.EXPIRED, action="expired")
+    now = timezone.now()
+    if order.expires_at is None or now < order.expires_at:
+        raise NotAllowed(
+            _("order %(order)s can be confirmed until %(deadline)s; it cannot expire yet")
+            % {"order": order.out_order_no, "deadline": order.expires_at},
+            code="not_expired",
+        )
+    # A pending order holds nothing, but release defensively so a bug elsewhere cannot leak credit.
+    _hold_release_all(order)
+    order.confirmation_token = None
+    order.closed_at = now
+    _move(
+        order,
+        to=S.EXPIRED,
+        actor=None,
+        actor_kind=ActorKind.SYSTEM,
+        reason=_("Not confirmed in time"),
+        update_fields=["hold_amount", "confirmation_token", "closed_at"],
+    )
+    return order
+
+
+# --------------------------------------------------------------------------- usage and completion
+
+
+def _parse_quantity(value: object, field: str = "quantity") -> Decimal:
+    """A usage or bill quantity: a decimal ≥ 0 with at most four places (never a float)."""
+    message = _("Enter a number of at least 0 with at most %(places)d decimal places.") % {"places": QUANTITY_PLACES}
+    if isinstance(value, float | bool) or value is None:
+        raise ValidationFailed(message, fields={field: message})
+    try:
+        quantity = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise ValidationFailed(message, fields={field: message}) from None
+    if not quantity.is_finite() or quantity < 0 or quantity >= MAX_QUANTITY:
+        raise ValidationFailed(message, fields={field: message})
+    # Trailing zeros are harmless ("1.63330"); a fifth significant place would be silently lost.
+    if quantity.quantize(QUANTITY_STEP) != quantity:
+        raise ValidationFailed(message, fields={field: message})
+    return quantity.quantize(QUANTITY_STEP)
+
+
+@transaction.atomic(durable=True)
+def usage_record(
+    *,
+    actor: Actor,
+    merchant: Merchant,
+    order: CreditOrder,
+    merchant_event_id: str,
+    quantity: Decimal | str | int,
+    occurred_at: datetime,
+    properties: Mapping[str, Any] | None = None,
+) -> tuple[UsageEvent, bool]:
+    """Record one metered usage report (a charging session, a weighed parcel, a visit).
+
+    ``merchant_event_id`` is the merchant's idempotency id: a retried report returns
+    ``(original, False)`` and counts nothing twice, even after the order has finished.
+    The same id naming another order or another quantity is a different report reusing
+    an id, and is refused (``duplicate_event_conflict``). New usage is accepted only
+    while the order is active; the order row is locked so a report cannot slip in after
+    the completion that rated the usage.
+    """
+    if order.merchant_id != merchant.pk:
+        raise NotAllowed(_("This order belongs to another merchant."), code="wrong_merchant")
+    merchant_event_id = (merchant_event_id or "").strip()
+    if not merchant_event_id or len(merchant_event_id) > 64:
+        message = _("Give the event id (1 to 64 characters).")
+        raise ValidationFailed(message, fields={"merchant_event_id": message})
+    amount = _parse_quantity(quantity)
+    if not isinstance(occurred_at, datetime) or timezone.is_naive(occurred_at):
+        message = _("Give the time with its time zone.")
+        raise ValidationFailed(message, fields={"occurred_at": message})
+    props = dict(properties or {})
+
+    existing = UsageEvent.objects.filter(merchant=merchant, merchant_event_id=merchant_event_id).first()
+    if existing is not None:
+        return _usage_replay(existing, order=order, quantity=amount), False
+
+    order = _lock_order(order)
+    if order.status not in USAGE_STATUSES:
+        raise _refusal(order, "given usage")
+    try:
+        with transaction.atomic():
+            event = UsageEvent.objects.create(
+                merchant=merchant,
+                order=order,
+                merchant_event_id=merchant_event_id,
+                quantity=amount,
+                occurred_at=occurred_at,
+                properties=props,
+            )
+    except IntegrityError as exc:
+        # The same id reported twice at the same instant: the unique constraint picks one.
+        if _constraint_name(exc) != "usage_event_id_unique":
+            raise
+        existing = UsageEvent.objects.get(merchant=merchant, merchant_event_id=merchant_event_id)
+        return _usage_replay(existing, order=order, quantity=amount), False
+    return event, True
+
+
+def _usage_replay(existing: UsageEvent, *, order: CreditOrder, quantity: Decimal) -> UsageEvent:
+    if existing.order_id != order.pk or existing.quantity != quantity:
+        message = _("Event id %(id)s was already used for a different report.") % {"id": existing.merchant_event_id}
+        raise ValidationFailed(message, code="duplicate_event_conflict", fields={"merchant_event_id": message})
+    return existing
+
+
+def _merchant_lines(lines: Sequence[Mapping[str, Any]], discounts: Sequence[Mapping[str, Any]]) -> list[BillLineDraft]:
+    """Validate the bill a merchant sends: every line explainable as quantity × unit price."""
+    errors: dict[str, str] = {}
+    drafts: list[BillLineDraft] = []
+
+    def text(item: Mapping[str, Any], key: str, prefix: str, limit: int, required: bool) -> str:
+        value = str(item.get(key) or "").strip()
+        if required and not value:
+            errors[f"{prefix}.{key}"] = _("This field is required.")
+        elif len(value) > limit:
+            errors[f"{prefix}.{key}"] = _("Keep it under %(n)d characters.") % {"n": limit}
+        return value
+
+    def money(item: Mapping[str, Any], key: str, prefix: str, *, allow_zero: bool) -> Decimal | None:
+        try:
+            return parse_money(item.get(key), allow_zero=allow_zero)
+        except MoneyError:
+            errors[f"{prefix}.{key}"] = (
+                _("Enter an amount of at least 0 with at most two decimal places.")
+                if allow_zero
+                else _("Enter an amount greater than zero with at most two decimal places.")
+            )
+            return None
+
+    def quantity(item: Mapping[str, Any], key: str, prefix: str, default: object) -> Decimal | None:
+        try:
+            return _parse_quantity(item.get(key, default), f"{prefix}.{key}")
+        except ValidationFailed as exc:
+            errors.update(exc.fields)
+            return None
+
+    if not isinstance(lines, Sequence) or not isinstance(discounts, Sequence):
+        raise ValidationFailed(_("Bill lines and discounts must be lists."), fields={"lines": _("Must be a list.")})
+    for index, item in enumerate(lines):
+        prefix = f"lines[{index}]"
+        if not isinstance(item, Mapping):
+            errors[prefix] = _("Each line must be an object.")
+            continue
+        name = text(item, "name", prefix, MAX_LINE_NAME, required=True)
+        unit = text(item, "unit", prefix, MAX_LINE_UNIT, required=False)
+        amount = money(item, "amount", prefix, allow_zero=True)
+        qty = quantity(item, "quantity", prefix, "1")
+        unit_price = quantity(item, "unit_price", prefix, item.get("amount"))
+        if amount is None or qty is None or unit_price is None:
+            continue
+        expected = to_money(qty * unit_price)
+        if amount != expected:
+            errors[f"{prefix}.amount"] = _("%(qty)s × %(price)s comes to %(expected)s, not %(amount)s.") % {
+                "qty": qty,
+                "price": unit_price,
+                "expected": expected,
+                "amount": amount,
+            }
+            continue
+        drafts.append(BillLineDraft(name, qty, unit, unit_price, amount))
+    for index, item in enumerate(discounts):
+        prefix = f"discounts[{index}]"
+        if not isinstance(item, Mapping):
+            errors[prefix] = _("Each discount must be an object.")
+            continue
+        name = text(item, "name", prefix, MAX_LINE_NAME, required=True)
+        amount = money(item, "amount", prefix, allow_zero=False)
+        if amount is None:
+            continue
+        drafts.append(BillLineDraft(name, Decimal(1), "", amount, amount, is_discount=True))
+    if errors:
+        raise ValidationFailed(_("The bill has errors."), fields=errors)
+    return drafts
+
+
+def _usage_lines(order: CreditOrder) -> list[BillLineDraft]:
+    """Rate the order's usage under the pricing rule it was placed with (its own snapshot)."""
+    usage = [
+        UsageItem(quantity=event.quantity, occurred_at=event.occurred_at, properties=event.properties)
+        for event in order.usage_events.order_by("occurred_at", "id")
+    ]
+    started_at = order.confirmed_at or order.created_at
+    try:
+        return rate(parse_rule(order.pricing_rule), usage, started_at=started_at)
+    except PricingRuleError as exc:
+        raise ValidationFailed(_("The usage cannot be rated."), code="rating_failed", fields=exc.errors) from None
+
+
+@transaction.atomic(durable=True)
+def credit_order_complete(
+    *,
+    actor: Actor,
+    actor_kind: str,
+    order: CreditOrder,
+    lines: Sequence[Mapping[str, Any]] | None = None,
+    discounts: Sequence[Mapping[str, Any]] | None = None,
+    reason: str = "",
+) -> CreditOrder:
+    """Complete an active order with its final bill; the charge falls due by scenario policy.
+
+    Without ``lines`` the bill is the order's usage rated under its pricing-rule snapshot
+    (started at confirmation, for 24 h caps); with them it is the merchant's bill:
+    ``lines`` of ``{name, quantity, unit, unit_price, amount}`` (each amount must equal
+    quantity × unit price to the fen) and ``discounts`` of ``{name, amount}``, which may
+    also be given with a usage bill. ``amount_due = Σ lines − Σ discounts`` must lie
+    between 0 and the order's ``max_amount`` (invariant 4), else nothing changes.
+
+    The hold shrinks from the cap to the amount due. A bill of zero has nothing to
+    charge: the order goes on to ``paid`` in the same transaction, its promise kept.
+    """
+    order = _lock_order(order)
+    _require_state(order, sources={S.ACTIVE}, target=S.COMPLETED, action="completed")
+    if lines is None:
+        drafts = _usage_lines(order) + _merchant_lines([], discounts or [])
+    else:
+        drafts = _merchant_lines(lines, discounts or [])
+    charges = sum((d.amount for d in drafts if not d.is_discount), ZERO)
+    total = bill_total(drafts)
+    if total < 0:
+        message = _("The discounts (%(discounts)s) exceed the bill (%(charges)s).") % {
+            "discounts": charges - total,
+            "charges": charges,
+        }
+        raise ValidationFailed(message, code="negative_total", fields={"discounts": message})
+    if total > order.max_amount:
+        message = _("The bill of %(total)s exceeds the order's maximum of %(cap)s.") % {
+            "total": total,
+            "cap": order.max_amount,
+        }
+        raise ValidationFailed(message, code="amount_exceeds_cap", fields={"lines": message})
+
+    BillLine.objects.bulk_create(
+        BillLine(
+            order=order,
+            position=position,
+            name=d.name[:MAX_LINE_NAME],
+            quantity=d.quantity,
+            unit=d.unit[:MAX_LINE_UNIT],
+            unit_price=d.unit_price,
+            amount=d.amount,
+            is_discount=d.is_discount,
+        )
+        for position, d in enumerate(drafts)
+    )
+    now = timezone.now()
+    assert order.consumer is not None  # an active order always has its consumer
+    credit_hold_release(consumer=order.consumer, amount=order.hold_amount - total)
+    order.hold_amount = total
+    order.amount_due = total
+    order.completed_at = now
+    order.due_at = due_at_for(order, now)
+    _move(
+        order,
+        to=S.COMPLETED,
+        actor=actor,
+        actor_kind=actor_kind,
+        reason=(reason or "").strip(),
+        data={
+            "amount_due": str(total),
+            "source": "usage" if lines is None else "merchant",
+            "lines": len(drafts),
+        },
+        update_fields=["hold_amount", "amount_due", "completed_at", "due_at"],
+    )
+    if total == 0:
+        _hold_release_all(order)
+        _move(
+            order,
+            to=S.PAID,
+            actor=actor,
+            actor_kind=actor_kind,
+            reason=_("nothing to charge"),
+            update_fields=["hold_amount"],
+        )
+        promise_record_add(
+            consumer=order.consumer,
+            merchant_id=order.merchant_id,
+            order_id=order.pk,
+            outcome=PromiseOutcome.FULFILLED,
+            amount=ZERO,
+            recorded_at=now,
+        )
+    return order
+
+
+@transaction.atomic(durable=True)
+def credit_order_mark_paid_elsewhere(*, actor: Actor, actor_kind: str, order: CreditOrder, reason: str) -> CreditOrder:
+    """Mark an unpaid completed order paid through another channel ("sync" in WeChat Pay Score).
+
+    The hold is given back. The promise record becomes ``fulfilled`` for an order paid
+    while completed or collecting; an overdue order whose record was already written as
+    ``breached`` becomes ``recovered`` (paid late), and one without a record yet
+    (the overdue job had not written it) is ``fulfilled``.
+    """
+    reason = _required_reason(reason)
+    order = _lock_order(order)
+    _require_state(order, sources={S.COMPLETED, S.COLLECTING, S.OVERDUE}, target=S.PAID, action="marked paid")
+    was_overdue = order.status == S.OVERDUE
+    now = timezone.now()
+    _hold_release_all(order)
+    _move(
+        order,
+        to=S.PAID,
+        actor=actor,
+        actor_kind=actor_kind,
+        reason=reason,
+        data={"channel": "elsewhere", "amount": str(order.amount_due)},
+        update_fields=["hold_amount"],
+    )
+    assert order.consumer is not None
+    breached = PromiseRecord.objects.filter(order_id=order.pk, outcome=PromiseOutcome.BREACHED).exists()
+    if was_overdue and breached:
+        promise_record_recover(order_id=order.pk, recorded_at=now)
+    else:
+        promise_record_add(
+            consumer=order.consumer,
+            merchant_id=order.merchant_id,
+            order_id=order.pk,
+            outcome=PromiseOutcome.FULFILLED,
+            amount=order.amount_due or ZERO,
+            recorded_at=now,
+        )
+    return order

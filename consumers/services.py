@@ -1,0 +1,502 @@
+"""Writes of the consumers app: registration, identity, credit holds, limits, pauses and promise records.
+
+Credit holds are the heart of invariant 3 (open exposure never exceeds the
+limit): they change ``open_exposure_amount`` with one conditional UPDATE, so two
+orders placed at the same instant from two connections cannot both take the last
+of the limit: PostgreSQL serialises the two updates on the row and re-checks the
+condition for the second one. The callers (``bnpl`` services) run these inside
+their own transaction, so the hold commits or rolls back with the order change.
+
+Transactions: ``consumer_register`` and ``consumer_verify_identity`` are entry
+points (a sign-up form, a verification form) and own a durable transaction. The
+profile services (``credit_limit_set``, ``credit_profile_pause`` / ``_unpause``,
+``credit_score_set``) are also called from inside other services' transactions
+(an overdue order pauses the profile, the scoring refresh moves score and limit),
+so they use a plain ``transaction.atomic`` that becomes a savepoint there.
+
+Personal data: the clear resident ID number is validated, hashed and masked in
+memory and never written to a column, a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from bnpl.exceptions import InsufficientCredit, NotAllowed, ValidationFailed
+from bnpl.money import MoneyError, parse_money
+from bnpl.validators import (
+    mask_resident_id,
+    normalize_cn_mobile,
+    normalize_resident_id,
+    validate_cn_mobile,
+    validate_resident_id,
+)
+
+from .choices import LimitChangeReason, ProfileEventKind, PromiseOutcome, ScoreBand, band_for_score
+from .models import Consumer, CreditProfile, CreditProfileEvent, LimitChange, PromiseRecord
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    # A staff or consumer user, or None for a system job or a self-service sign-up.
+    Actor = AbstractBaseUser | None
+
+logger = logging.getLogger(__name__)
+
+# The limit a new consumer starts with, by the band of their initial score. A placeholder
+# policy of the foundation: the scoring issue replaces it with a limit derived from the
+# scorecard (and grows it with kept promises, as Afterpay does). Limits start low on purpose.
+INITIAL_LIMIT_BY_BAND: dict[str, Decimal] = {
+    ScoreBand.POOR: Decimal("200.00"),
+    ScoreBand.FAIR: Decimal("500.00"),
+    ScoreBand.GOOD: Decimal("1000.00"),
+    ScoreBand.VERY_GOOD: Decimal("2000.00"),
+    ScoreBand.EXCELLENT: Decimal("3000.00"),
+}
+
+SCORE_MIN = 350
+SCORE_MAX = 950
+# Matches CreditProfile.paused_reason and the model fields' max_length.
+PAUSE_REASON_MAX_LENGTH = 200
+REAL_NAME_MAX_LENGTH = 50
+CITY_MAX_LENGTH = 50
+USERNAME_MAX_LENGTH = 150
+
+
+def _actor_id(actor: Actor) -> int | None:
+    return getattr(actor, "pk", None)
+
+
+def _actor_user(actor: Actor) -> AbstractBaseUser | None:
+    """The actor to store on a history row: a real user, or None (a view may pass AnonymousUser)."""
+    return actor if getattr(actor, "is_authenticated", False) else None
+
+
+# --- Registration and identity ---------------------------------------------------------------
+
+
+def _clean_phone(phone: str) -> str:
+    try:
+        validate_cn_mobile(phone)
+    except DjangoValidationError as exc:
+        raise ValidationFailed(_("Enter a valid mobile number."), fields={"phone": " ".join(exc.messages)}) from None
+    return normalize_cn_mobile(phone)
+
+
+def _clean_score(score: object) -> int:
+    # bool is an int in Python; True is not a score.
+    if isinstance(score, bool) or not isinstance(score, int) or not SCORE_MIN <= score <= SCORE_MAX:
+        raise ValidationFailed(
+            _("A credit score must be a whole number from 350 to 950."),
+            fields={"score": _("Must be a whole number from 350 to 950.")},
+        )
+    return score
+
+
+def _clean_username(username: str) -> str:
+    username = username.strip()
+    message = _("Enter a valid username (letters, digits and @/./+/-/_ only, at most 150 characters).")
+    if not username or len(username) > USERNAME_MAX_LENGTH:
+        raise ValidationFailed(message, fields={"username": message})
+    try:
+        UnicodeUsernameValidator()(username)
+    except DjangoValidationError:
+        raise ValidationFailed(message, fields={"username": message}) from None
+    return username
+
+
+def consumer_register(
+    *,
+    actor: Actor,
+    phone: str,
+    password: str,
+    username: str | None = None,
+    city: str = "",
+    score: int = 600,
+) -> Consumer:
+    """Sign a consumer up: their login, their consumer row and a credit profile with a starting limit.
+
+    The phone is normalised (``+86 138-0013-8000`` → ``13800138000``) and is the
+    username unless one is given. The password must pass the project's password
+    validators. The starting limit comes from the band of ``score`` through
+    :data:`INITIAL_LIMIT_BY_BAND` and is recorded as a :class:`LimitChange` with
+    reason ``initial`` (0 → limit), so the limit history starts at sign-up.
+
+    All or nothing in one transaction: a duplicate phone or username, an invalid
+    phone or a weak password raises :class:`ValidationFailed` naming the field, and
+    creates nothing. ``actor`` is the staff user registering someone, or ``None``
+    for a self-service sign-up.
+    """
+    user_model = get_user_model()
+    normalized_phone = _clean_phone(phone)
+    username = _clean_username(username if username is not None else normalized_phone)
+    score = _clean_score(score)
+    city = (city or "").strip()
+    if len(city) > CITY_MAX_LENGTH:
+        raise ValidationFailed(_("The city name is too long."), fields={"city": _("At most 50 characters.")})
+    try:
+        # An unsaved user lets the similarity validator compare the password with the username.
+        password_validation.validate_password(password, user=user_model(username=username))
+    except DjangoValidationError as exc:
+        raise ValidationFailed(_("Choose a stronger password."), fields={"password": " ".join(exc.messages)}) from None
+
+    _raise_if_taken(normalized_phone, username)
+    initial_limit = INITIAL_LIMIT_BY_BAND[band_for_score(score)]
+    try:
+        with transaction.atomic(durable=True):
+            user = user_model.objects.create_user(username=username, password=password)
+            consumer = Consumer.objects.create(user=user, phone=normalized_phone, city=city)
+            profile = CreditProfile.objects.create(consumer=consumer, score=score, credit_limit_amount=initial_limit)
+            LimitChange.objects.create(
+                profile=profile,
+                actor=_actor_user(actor),
+                reason_code=LimitChangeReason.INITIAL,
+                # Data, not a message: kept language-neutral so it reads the same in any locale.
+                reason=f"score {score}, band {band_for_score(score)}",
+                before_amount=Decimal("0.00"),
+                after_amount=initial_limit,
+            )
+    except IntegrityError:
+        # A concurrent sign-up took the phone or username between the check and the insert;
+        # the transaction has rolled back, so report the field like the check would have.
+        _raise_if_taken(normalized_phone, username)
+        raise
+    logger.info(
+        "consumer registered consumer=%s actor=%s score=%s initial_limit=%s",
+        consumer.pk,
+        _actor_id(actor),
+        score,
+        initial_limit,
+    )
+    return consumer
+
+
+def _raise_if_taken(phone: str, username: str) -> None:
+    if Consumer.objects.filter(phone=phone).exists():
+        raise ValidationFailed(
+            _("This mobile number is already registered."),
+            fields={"phone": _("This mobile number is already registered.")},
+        )
+    if get_user_model().objects.filter(username=username).exists():
+        raise ValidationFailed(
+            _("This username is already taken."), fields={"username": _("This username is already taken.")}
+        )
+
+
+def _compact_id_number(id_number: str) -> str:
+    # bnpl.validators.normalize_resident_id (stdnum's compact) keeps inner spaces, and people
+    # type the number in groups ("330106 19900101 123X"): drop all whitespace first.
+    return normalize_resident_id(re.sub(r"\s+", "", str(id_number or "")))
+
+
+def identity_hash(id_number: str) -> str:
+    """HMAC-SHA256 of the normalised resident ID under ``settings.IDENTITY_HASH_KEY``, as hex.
+
+    Keyed (not a plain hash) because resident IDs are few enough to enumerate: without
+    the key, a leaked column could be reversed by hashing every possible number.
+    Normalised first, so ``…123x`` and ``…123X`` (and spaced input) hash the same.
+    """
+    key = settings.IDENTITY_HASH_KEY
+    if not key:
+        raise ImproperlyConfigured("IDENTITY_HASH_KEY must be set to hash resident ID numbers")
+    return hmac.new(key.encode(), _compact_id_number(id_number).encode(), hashlib.sha256).hexdigest()
+
+
+@transaction.atomic(durable=True)
+def consumer_verify_identity(*, actor: Actor, consumer: Consumer, real_name: str, id_number: str) -> Consumer:
+    """Bind a real name and a resident ID to the consumer (实名认证), once.
+
+    Stores only ``id_number_hash`` (see :func:`identity_hash`) and the masked number;
+    the clear number is never saved, logged or put into an error message. One ID
+    binds one account: the same ID on another consumer raises
+    :class:`ValidationFailed` on ``id_number``. A consumer already verified raises
+    :class:`NotAllowed` (changing a verified identity is a support case, not a form).
+    Returns the consumer as re-read under the row lock.
+    """
+    real_name = (real_name or "").strip()
+    if not real_name or len(real_name) > REAL_NAME_MAX_LENGTH:
+        raise ValidationFailed(
+            _("Enter your real name as on your ID card."), fields={"real_name": _("Enter 1 to 50 characters.")}
+        )
+    id_number = _compact_id_number(id_number)
+    try:
+        validate_resident_id(id_number)
+    except DjangoValidationError as exc:
+        # ``from None``: the original error must not drag the input into a traceback.
+        raise ValidationFailed(
+            _("Enter a valid resident ID number."), fields={"id_number": " ".join(exc.messages)}
+        ) from None
+    number_hash = identity_hash(id_number)
+
+    locked = Consumer.objects.select_for_update().get(pk=consumer.pk)
+    if locked.verified_at is not None:
+        raise NotAllowed(_("This account is already verified."), code="already_verified")
+    taken_message = _("This ID number is already bound to another account.")
+    if Consumer.objects.filter(id_number_hash=number_hash).exclude(pk=locked.pk).exists():
+        raise ValidationFailed(taken_message, fields={"id_number": taken_message})
+    locked.real_name = real_name
+    locked.id_number_hash = number_hash
+    locked.id_number_masked = mask_resident_id(id_number)
+    locked.verified_at = timezone.now()
+    try:
+        # A savepoint, so that losing a race on the unique hash can be reported as the field error.
+        with transaction.atomic():
+            locked.save(update_fields=["real_name", "id_number_hash", "id_number_masked", "verified_at"])
+    except IntegrityError:
+        raise ValidationFailed(taken_message, fields={"id_number": taken_message}) from None
+    logger.info("consumer identity verified consumer=%s actor=%s", locked.pk, _actor_id(actor))
+    return locked
+
+
+# --- Credit holds (called by bnpl inside its order transactions) ------------------------------
+
+
+def credit_hold_acquire(*, consumer: Consumer, amount: Decimal) -> None:
+    """Hold ``amount`` of the consumer's limit for an order that becomes active.
+
+    One conditional UPDATE (``exposure <= limit - amount``): concurrent holds on
+    the same profile serialise on the row and the second one re-checks the
+    condition against the first one's result, so the limit is never over-committed.
+    Raises :class:`InsufficientCredit` (and changes nothing) when the available
+    limit does not cover it, including when a limit cut has left available negative.
+    """
+    if amount <= 0:
+        raise ValidationFailed("a hold must be a positive amount", fields={"amount": "must be greater than zero"})
+    updated = CreditProfile.objects.filter(
+        consumer=consumer, open_exposure_amount__lte=F("credit_limit_amount") - amount
+    ).update(open_exposure_amount=F("open_exposure_amount") + amount)
+    if updated != 1:
+        raise InsufficientCredit("the available credit limit does not cover this order")
+
+
+def credit_hold_release(*, consumer: Consumer, amount: Decimal) -> None:
+    """Give back ``amount`` that an order held (completion below the cap, cancel, expiry, payment).
+
+    Releasing more than is held raises ``RuntimeError``: it means an order's hold and
+    the profile disagree, a bug to surface rather than clamp.
+    """
+    if amount < 0:
+        raise ValidationFailed("a release cannot be negative", fields={"amount": "must not be negative"})
+    if amount == 0:
+        return
+    updated = CreditProfile.objects.filter(consumer=consumer, open_exposure_amount__gte=amount).update(
+        open_exposure_amount=F("open_exposure_amount") - amount
+    )
+    if updated != 1:
+        # Releasing more than is held means the order's hold_amount and the profile
+        # disagree: a bug, never something to paper over.
+        raise RuntimeError(f"consumer {consumer.pk}: releasing {amount} exceeds the open exposure")
+
+
+# --- Limit, pause and score -------------------------------------------------------------------
+
+
+def _lock_profile(consumer: Consumer) -> CreditProfile:
+    return CreditProfile.objects.select_for_update().get(consumer=consumer)
+
+
+@transaction.atomic
+def credit_limit_set(
+    *, actor: Actor, consumer: Consumer, amount: Decimal | str, reason_code: str, reason: str
+) -> LimitChange:
+    """Set the consumer's credit limit and record the change (before, after, why, who).
+
+    ``amount`` is parsed strictly with :func:`bnpl.money.parse_money` (no floats, no
+    third decimal). A staff adjustment (``reason_code="staff"``) needs a written
+    reason. Setting the limit to its current value is refused (``limit_unchanged``)
+    rather than writing an empty history row; automated callers check first.
+
+    The limit may be cut below the current open exposure: existing orders keep their
+    holds, ``available_amount`` goes negative, and no new hold succeeds until the
+    exposure falls below the new limit. This is deliberate, and why the profile has
+    no ``exposure <= limit`` constraint: a risk cut must never be blocked by orders
+    already placed. The profile row is locked so the cut and a concurrent hold are
+    ordered (the hold re-checks against the new limit).
+    """
+    try:
+        new_amount = parse_money(amount)
+    except MoneyError:
+        message = _("Enter an amount in yuan, not negative, with at most two decimal places.")
+        raise ValidationFailed(message, fields={"amount": message}) from None
+    if reason_code not in LimitChangeReason.values:
+        raise ValidationFailed(
+            _("Unknown reason code."), fields={"reason_code": _("Choose one of the listed reasons.")}
+        )
+    reason = (reason or "").strip()
+    if reason_code == LimitChangeReason.STAFF and not reason:
+        message = _("A staff adjustment needs a written reason.")
+        raise ValidationFailed(message, fields={"reason": message})
+
+    profile = _lock_profile(consumer)
+    before = profile.credit_limit_amount
+    if new_amount == before:
+        message = _("The new limit is the same as the current limit.")
+        raise ValidationFailed(message, code="limit_unchanged", fields={"amount": message})
+    CreditProfile.objects.filter(pk=profile.pk).update(credit_limit_amount=new_amount, updated_at=timezone.now())
+    change = LimitChange.objects.create(
+        profile=profile,
+        actor=_actor_user(actor),
+        reason_code=reason_code,
+        reason=reason,
+        before_amount=before,
+        after_amount=new_amount,
+    )
+    logger.info(
+        "credit limit set consumer=%s actor=%s before=%s after=%s reason_code=%s",
+        consumer.pk,
+        _actor_id(actor),
+        before,
+        new_amount,
+        reason_code,
+    )
+    return change
+
+
+@transaction.atomic
+def credit_profile_pause(*, actor: Actor, consumer: Consumer, reason: str) -> CreditProfile:
+    """Pause new pay-later orders for the consumer (a missed payment, a staff decision).
+
+    Open orders are untouched; admission declines with ``account_paused`` while the
+    profile is paused. A reason is required (shown to staff, kept on the profile).
+    Pausing a paused profile raises :class:`NotAllowed` so that a second pause can
+    never silently overwrite the first one's reason.
+    """
+    reason = (reason or "").strip()
+    if not reason or len(reason) > PAUSE_REASON_MAX_LENGTH:
+        message = _("Give a reason for the pause (at most 200 characters).")
+        raise ValidationFailed(message, fields={"reason": message})
+    profile = _lock_profile(consumer)
+    if profile.is_paused:
+        raise NotAllowed(
+            _("Pay-later is already paused for this consumer (reason: %(reason)s).")
+            % {"reason": profile.paused_reason},
+            code="already_paused",
+        )
+    CreditProfile.objects.filter(pk=profile.pk).update(is_paused=True, paused_reason=reason, updated_at=timezone.now())
+    CreditProfileEvent.objects.create(
+        profile=profile,
+        actor=_actor_user(actor),
+        kind=ProfileEventKind.PAUSED,
+        before="active",
+        after="paused",
+        reason=reason,
+    )
+    profile.refresh_from_db()
+    logger.info("credit profile paused consumer=%s actor=%s reason=%s", consumer.pk, _actor_id(actor), reason)
+    return profile
+
+
+@transaction.atomic
+def credit_profile_unpause(*, actor: Actor, consumer: Consumer, reason: str) -> CreditProfile:
+    """Lift a pause (the overdue order was paid, or staff decided so); the reason is logged.
+
+    Unpausing a profile that is not paused raises :class:`NotAllowed`.
+    """
+    reason = (reason or "").strip()
+    profile = _lock_profile(consumer)
+    if not profile.is_paused:
+        raise NotAllowed(_("Pay-later is not paused for this consumer."), code="not_paused")
+    CreditProfile.objects.filter(pk=profile.pk).update(is_paused=False, paused_reason="", updated_at=timezone.now())
+    CreditProfileEvent.objects.create(
+        profile=profile,
+        actor=_actor_user(actor),
+        kind=ProfileEventKind.UNPAUSED,
+        before="paused",
+        after="active",
+        reason=reason,
+    )
+    profile.refresh_from_db()
+    logger.info("credit profile unpaused consumer=%s actor=%s reason=%s", consumer.pk, _actor_id(actor), reason)
+    return profile
+
+
+@transaction.atomic
+def credit_score_set(*, actor: Actor, consumer: Consumer, score: int, reason: str) -> CreditProfile:
+    """Set the consumer's credit score (350–950); the band follows in the database.
+
+    Minimal on purpose: the scoring issue extends it (scorecard version, a score
+    history row, a limit review). The limit is not changed here.
+    """
+    score = _clean_score(score)
+    reason = (reason or "").strip()
+    if not reason:
+        message = _("Give a reason for the score change.")
+        raise ValidationFailed(message, fields={"reason": message})
+    profile = _lock_profile(consumer)
+    before = profile.score
+    CreditProfile.objects.filter(pk=profile.pk).update(score=score, updated_at=timezone.now())
+    CreditProfileEvent.objects.create(
+        profile=profile,
+        actor=_actor_user(actor),
+        kind=ProfileEventKind.SCORE_CHANGED,
+        before=str(before),
+        after=str(score),
+        reason=reason,
+    )
+    profile.refresh_from_db()
+    logger.info(
+        "credit score set consumer=%s actor=%s before=%s after=%s reason=%s",
+        consumer.pk,
+        _actor_id(actor),
+        before,
+        score,
+        reason,
+    )
+    return profile
+
+
+# --- Promise records (called by bnpl when an order finishes) ----------------------------------
+
+
+def promise_record_add(
+    *, consumer: Consumer, merchant_id: int, order_id: int, outcome: str, amount: Decimal, recorded_at: datetime
+) -> PromiseRecord:
+    """Write the 守约记录 of a finished order.
+
+    One per order: ``order_id`` is unique, so a second call for the same order raises
+    ``IntegrityError`` (the caller's transaction then rolls back with it).
+    """
+    if outcome not in PromiseOutcome.values:
+        raise ValidationFailed(f"unknown promise outcome {outcome!r}", fields={"outcome": "unknown outcome"})
+    return PromiseRecord.objects.create(
+        consumer=consumer,
+        merchant_id=merchant_id,
+        order_id=order_id,
+        outcome=outcome,
+        amount=amount,
+        recorded_at=recorded_at,
+    )
+
+
+@transaction.atomic
+def promise_record_recover(*, order_id: int, recorded_at: datetime) -> PromiseRecord:
+    """A breached order was paid after all: its record becomes ``recovered``.
+
+    Only a breached record can recover; any other raises :class:`ValidationFailed`
+    with code ``invalid_state`` and leaves the record as it was.
+    """
+    record = PromiseRecord.objects.select_for_update().get(order_id=order_id)
+    if record.outcome != PromiseOutcome.BREACHED:
+        raise ValidationFailed(
+            f"only a breached record can be recovered (this one is {record.outcome})", code="invalid_state"
+        )
+    record.outcome = PromiseOutcome.RECOVERED
+    record.recorded_at = recorded_at
+    record.save(update_fields=["outcome", "recorded_at", "updated_at"])
+    return record

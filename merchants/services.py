@@ -1,0 +1,759 @@
+"""Writes of the merchants app: onboarding (KYB) and its review, team members, listings.
+
+Every change to a merchant, a membership or a listing goes through a function here, so that the
+rules live in one place whoever calls them (merchant portal, REST API, Django admin, jobs):
+
+* a merchant's ``status`` moves only through one service per transition, guarded by
+  :data:`~merchants.choices.MERCHANT_ALLOWED_TRANSITIONS`; each locks the row, refuses with
+  :class:`~bnpl.exceptions.InvalidTransition` naming the current state, and writes a
+  :class:`~merchants.models.MerchantEvent` naming the actor. A refusal changes nothing;
+* input is normalised and validated here (USCC check character, CN mobile, excluded categories,
+  pricing rules), and refused with :class:`~bnpl.exceptions.ValidationFailed` whose ``fields``
+  map each offending field to a message, so a form or the API can show it next to the field;
+* the ``*_clean`` / ``*_check`` functions do the same checks without writing. Forms call them
+  for early field errors; the services call them again under the row lock, so the result of the
+  service is what counts.
+
+Transactions: the transition services and listing pause/resume are the top of their call stack
+(portal views, admin actions) and own a durable transaction. The services the Django admin calls
+from its change form (which already runs inside ``transaction.atomic``) use plain
+``transaction.atomic``: merchant create/update/fee rate, members, listing create/update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from bnpl.exceptions import InvalidTransition, NotAllowed, ValidationFailed
+from bnpl.money import MoneyError, parse_money
+from bnpl.validators import normalize_cn_mobile, normalize_uscc, validate_cn_mobile, validate_uscc
+
+from .choices import (
+    EXCLUDED_CATEGORIES,
+    MERCHANT_ALLOWED_TRANSITIONS,
+    ConfirmMode,
+    ListingStatus,
+    MemberRole,
+    MerchantCategory,
+    MerchantStatus,
+    Scenario,
+)
+from .models import Listing, Merchant, MerchantEvent, MerchantMember
+from .pricing import NON_FIELD_ERRORS, FixedRule, PricingRuleError, parse_rule
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    Actor = AbstractBaseUser | None
+
+# --------------------------------------------------------------------------- merchants
+
+#: What an applicant fills in (KYB). ``fee_rate`` and ``status`` are not part of the application.
+APPLICATION_FIELDS: tuple[str, ...] = (
+    "legal_name",
+    "display_name",
+    "uscc",
+    "legal_representative",
+    "contact_name",
+    "contact_phone",
+    "contact_email",
+    "city",
+    "categories",
+    "settlement_bank_name",
+    "settlement_account_name",
+    "settlement_account_number",
+)
+REQUIRED_APPLICATION_FIELDS = frozenset(
+    {
+        "legal_name",
+        "display_name",
+        "uscc",
+        "contact_name",
+        "contact_phone",
+        "categories",
+        "settlement_bank_name",
+        "settlement_account_name",
+        "settlement_account_number",
+    }
+)
+#: An application can be edited while the applicant holds the pen: before submission, or after a rejection.
+EDITABLE_STATUSES = frozenset({MerchantStatus.DRAFT, MerchantStatus.REJECTED})
+#: A merchant under review or approved may prepare listings; a rejected or suspended one may not.
+LISTING_BLOCKED_STATUSES = frozenset({MerchantStatus.REJECTED, MerchantStatus.SUSPENDED})
+FEE_RATE_MAX = Decimal("0.1")
+FEE_RATE_PLACES = 4
+REASON_MAX_LENGTH = 2000
+# Mainland bank account numbers are 8 to 30-odd digits (corporate accounts vary by bank); the
+# column holds 34, the IBAN maximum.
+ACCOUNT_NUMBER_MIN_LENGTH = 8
+
+_TRANSITION_REFUSALS = {
+    MerchantStatus.SUBMITTED: gettext_lazy(
+        "Merchant “%(merchant)s” cannot be submitted for review: it is %(label)s (%(status)s)."
+    ),
+    MerchantStatus.APPROVED: gettext_lazy("Merchant “%(merchant)s” cannot be approved: it is %(label)s (%(status)s)."),
+    MerchantStatus.REJECTED: gettext_lazy("Merchant “%(merchant)s” cannot be rejected: it is %(label)s (%(status)s)."),
+    MerchantStatus.SUSPENDED: gettext_lazy(
+        "Merchant “%(merchant)s” cannot be suspended: it is %(label)s (%(status)s)."
+    ),
+}
+_REINSTATE_REFUSAL = gettext_lazy("Merchant “%(merchant)s” cannot be reinstated: it is %(label)s (%(status)s).")
+
+
+def _state_params(merchant: Merchant) -> dict[str, str]:
+    return {
+        "merchant": str(merchant),
+        "label": str(MerchantStatus(merchant.status).label),
+        "status": merchant.status,
+    }
+
+
+def _required() -> str:
+    return _("This field is required.")
+
+
+def _clean_text(name: str, value: object, errors: dict[str, str]) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        errors[name] = _("Enter text.")
+        return ""
+    value = value.strip()
+    max_length = Merchant._meta.get_field(name).max_length
+    if max_length and len(value) > max_length:
+        errors[name] = _("Enter at most %(max)d characters.") % {"max": max_length}
+    return value
+
+
+def _clean_categories(value: object, errors: dict[str, str]) -> list[str]:
+    if value is None or isinstance(value, str) or not isinstance(value, Iterable):
+        errors["categories"] = _("Choose at least one business category.")
+        return []
+    categories: list[str] = []
+    for item in value:
+        item = str(item)
+        if item not in categories:
+            categories.append(item)
+    unknown = [item for item in categories if item not in MerchantCategory.values]
+    if unknown:
+        errors["categories"] = _("Unknown business categories: %(codes)s.") % {"codes": ", ".join(unknown)}
+        return categories
+    excluded = [MerchantCategory(item) for item in categories if item in EXCLUDED_CATEGORIES]
+    if excluded:
+        errors["categories"] = _("Pay-later is not available for these categories: %(names)s.") % {
+            "names": ", ".join(str(category.label) for category in excluded)
+        }
+    elif not categories:
+        errors["categories"] = _("Choose at least one business category.")
+    # Stored in the order of the choices, so that two applications with the same categories compare equal.
+    return sorted(categories, key=MerchantCategory.values.index)
+
+
+def merchant_application_clean(
+    *, data: Mapping[str, Any], merchant: Merchant | None = None, partial: bool = False
+) -> dict[str, Any]:
+    """Normalise and validate application fields; return the values to store.
+
+    ``partial`` validates only the fields given (an edit); otherwise every application field is
+    expected (missing optional ones count as empty). ``merchant`` is the application being edited,
+    so that its own USCC does not count as a duplicate. Raises :class:`ValidationFailed` with one
+    message per field. Writes nothing.
+    """
+    unknown = set(data) - set(APPLICATION_FIELDS)
+    if unknown:
+        raise TypeError(f"not application fields: {', '.join(sorted(unknown))}")
+    names = [name for name in APPLICATION_FIELDS if name in data or not partial]
+    errors: dict[str, str] = {}
+    cleaned: dict[str, Any] = {}
+    for name in names:
+        value = data.get(name)
+        if name == "categories":
+            cleaned[name] = _clean_categories(value, errors)
+            continue
+        if name == "uscc":
+            value = normalize_uscc(value) if isinstance(value, str) else value
+        elif name == "contact_phone":
+            value = normalize_cn_mobile(value) if isinstance(value, str) else value
+        elif name == "settlement_account_number":
+            value = "".join(value.split()) if isinstance(value, str) else value
+        text = _clean_text(name, value, errors)
+        cleaned[name] = text
+        if name in errors:
+            continue
+        if not text:
+            if name in REQUIRED_APPLICATION_FIELDS:
+                errors[name] = _required()
+            continue
+        try:
+            if name == "uscc":
+                validate_uscc(text)
+            elif name == "contact_phone":
+                validate_cn_mobile(text)
+            elif name == "contact_email":
+                validate_email(text)
+        except ValidationError as exc:
+            errors[name] = str(exc.messages[0])
+            continue
+        if name == "settlement_account_number" and (not text.isdigit() or len(text) < ACCOUNT_NUMBER_MIN_LENGTH):
+            errors[name] = _("Enter the account number as %(min)d or more digits.") % {"min": ACCOUNT_NUMBER_MIN_LENGTH}
+    if "uscc" in cleaned and "uscc" not in errors:
+        duplicates = Merchant.objects.filter(uscc=cleaned["uscc"])
+        if merchant is not None and merchant.pk is not None:
+            duplicates = duplicates.exclude(pk=merchant.pk)
+        if duplicates.exists():
+            errors["uscc"] = _("A merchant with this unified social credit code already exists.")
+    if errors:
+        raise ValidationFailed(_("Please correct the application."), fields=errors)
+    return cleaned
+
+
+def fee_rate_clean(value: object) -> Decimal:
+    """A fee rate as a Decimal between 0 and 0.1 (10 %) with at most four places; floats are refused."""
+    message = _("Enter a fee rate between 0 and 0.1 with at most four decimal places (0.0060 is 0.6%).")
+    if isinstance(value, float | bool) or value is None:
+        raise ValidationFailed(message, fields={"fee_rate": message})
+    try:
+        rate = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise ValidationFailed(message, fields={"fee_rate": message}) from None
+    if not rate.is_finite() or rate < 0 or rate > FEE_RATE_MAX:
+        raise ValidationFailed(message, fields={"fee_rate": message})
+    quantized = rate.quantize(Decimal(1).scaleb(-FEE_RATE_PLACES))
+    if quantized != rate:
+        raise ValidationFailed(message, fields={"fee_rate": message})
+    return quantized
+
+
+def _is_staff(actor: Actor) -> bool:
+    return bool(getattr(actor, "is_staff", False))
+
+
+@transaction.atomic
+def merchant_create(
+    *,
+    actor: Actor,
+    legal_name: str,
+    display_name: str,
+    uscc: str,
+    contact_name: str,
+    contact_phone: str,
+    categories: list[str],
+    settlement_bank_name: str,
+    settlement_account_name: str,
+    settlement_account_number: str,
+    legal_representative: str = "",
+    contact_email: str = "",
+    city: str = "",
+    fee_rate: Decimal | str | None = None,
+) -> Merchant:
+    """Open a merchant application (KYB) in ``draft``.
+
+    The applicant (a non-staff actor) becomes the merchant's first owner, so a merchant always
+    has someone who can manage it. Staff creating an application on a merchant's behalf do not
+    become members. The fee rate defaults to ``settings.BNPL_DEFAULT_FEE_RATE``.
+    """
+    cleaned = merchant_application_clean(
+        data={
+            "legal_name": legal_name,
+            "display_name": display_name,
+            "uscc": uscc,
+            "legal_representative": legal_representative,
+            "contact_name": contact_name,
+            "contact_phone": contact_phone,
+            "contact_email": contact_email,
+            "city": city,
+            "categories": categories,
+            "settlement_bank_name": settlement_bank_name,
+            "settlement_account_name": settlement_account_name,
+            "settlement_account_number": settlement_account_number,
+        }
+    )
+    rate = fee_rate_clean(settings.BNPL_DEFAULT_FEE_RATE if fee_rate is None else fee_rate)
+    try:
+        # A savepoint, so that losing the race for a USCC to a concurrent application turns into
+        # the same field error as the duplicate check above rather than a broken transaction.
+        with transaction.atomic():
+            merchant = Merchant.objects.create(**cleaned, fee_rate=rate, status=MerchantStatus.DRAFT)
+    except IntegrityError as exc:
+        if Merchant.objects.filter(uscc=cleaned["uscc"]).exists():
+            message = _("A merchant with this unified social credit code already exists.")
+            raise ValidationFailed(message, fields={"uscc": message}) from exc
+        raise
+    MerchantEvent.objects.create(merchant=merchant, actor=actor, from_status="", to_status=MerchantStatus.DRAFT)
+    if actor is not None and not _is_staff(actor):
+        MerchantMember.objects.create(merchant=merchant, user=actor, role=MemberRole.OWNER)
+    return merchant
+
+
+def _lock_merchant(merchant: Merchant) -> Merchant:
+    return Merchant.objects.select_for_update().get(pk=merchant.pk)
+
+
+@transaction.atomic
+def merchant_update_application(*, actor: Actor, merchant: Merchant, **fields: Any) -> Merchant:
+    """Edit application fields while the applicant holds the pen (``draft`` or ``rejected``).
+
+    Once submitted the application is frozen for review; after approval, changes to the legal
+    entity or the settlement account are a new review, not an edit. Returns the updated merchant.
+    """
+    locked = _lock_merchant(merchant)
+    if locked.status not in EDITABLE_STATUSES:
+        raise InvalidTransition(
+            _("The application of “%(merchant)s” cannot be edited: it is %(label)s (%(status)s).")
+            % _state_params(locked)
+        )
+    cleaned = merchant_application_clean(data=fields, merchant=locked, partial=True)
+    changed = [name for name, value in cleaned.items() if getattr(locked, name) != value]
+    if not changed:
+        return locked
+    for name in changed:
+        setattr(locked, name, cleaned[name])
+    try:
+        with transaction.atomic():
+            locked.save(update_fields=[*changed, "updated_at"])
+    except IntegrityError as exc:
+        message = _("A merchant with this unified social credit code already exists.")
+        raise ValidationFailed(message, fields={"uscc": message}) from exc
+    return locked
+
+
+@transaction.atomic
+def merchant_fee_rate_set(*, actor: Actor, merchant: Merchant, fee_rate: Decimal | str) -> Merchant:
+    """Change the platform's fee on the merchant's future charges (staff only, in any state).
+
+    Charges already made keep the fee they were made with. The change is written to the
+    merchant's timeline (an event that keeps the status) because it changes what the merchant is
+    paid.
+    """
+    rate = fee_rate_clean(fee_rate)
+    locked = _lock_merchant(merchant)
+    if locked.fee_rate == rate:
+        return locked
+    previous = locked.fee_rate
+    locked.fee_rate = rate
+    locked.save(update_fields=["fee_rate", "updated_at"])
+    MerchantEvent.objects.create(
+        merchant=locked,
+        actor=actor,
+        from_status=locked.status,
+        to_status=locked.status,
+        reason=_("Fee rate changed from %(old)s to %(new)s.") % {"old": previous, "new": rate},
+    )
+    return locked
+
+
+def _clean_reason(reason: object) -> str:
+    text = reason.strip() if isinstance(reason, str) else ""
+    if not text:
+        raise ValidationFailed(_("Give a reason."), fields={"reason": _("Give a reason.")})
+    if len(text) > REASON_MAX_LENGTH:
+        message = _("Enter at most %(max)d characters.") % {"max": REASON_MAX_LENGTH}
+        raise ValidationFailed(message, fields={"reason": message})
+    return text
+
+
+def _transition(
+    *,
+    actor: Actor,
+    merchant: Merchant,
+    from_statuses: frozenset[str],
+    to_status: MerchantStatus,
+    reason: str = "",
+    refusal: Any = None,
+) -> Merchant:
+    """Lock, check the transition map, apply, write the event. The caller owns the transaction.
+
+    ``from_statuses`` narrows the map to this service's edge: ``suspended → approved`` is a
+    reinstatement, never an approval, although both end in ``approved``.
+    """
+    locked = _lock_merchant(merchant)
+    allowed = MERCHANT_ALLOWED_TRANSITIONS.get(locked.status, frozenset())
+    if locked.status not in from_statuses or to_status not in allowed:
+        message = refusal or _TRANSITION_REFUSALS[to_status]
+        raise InvalidTransition(str(message) % _state_params(locked))
+    from_status = locked.status
+    locked.status = to_status
+    update_fields = ["status", "updated_at"]
+    now = timezone.now()
+    if to_status == MerchantStatus.SUBMITTED:
+        # The rejection stays in the timeline (the event's reason); the application shows no stale one.
+        locked.submitted_at, locked.rejection_reason = now, ""
+        update_fields += ["submitted_at", "rejection_reason"]
+    elif from_status == MerchantStatus.SUBMITTED and to_status == MerchantStatus.APPROVED:
+        locked.approved_at = now
+        update_fields.append("approved_at")
+    elif to_status == MerchantStatus.REJECTED:
+        locked.rejection_reason = reason
+        update_fields.append("rejection_reason")
+    locked.save(update_fields=update_fields)
+    MerchantEvent.objects.create(
+        merchant=locked, actor=actor, from_status=from_status, to_status=to_status, reason=reason
+    )
+    return locked
+
+
+@transaction.atomic(durable=True)
+def merchant_submit(*, actor: Actor, merchant: Merchant) -> Merchant:
+    """Send a draft (or a rejected application, once fixed) for review: ``draft|rejected → submitted``.
+
+    The whole application is validated again, because a draft may hold values saved before a
+    rule changed (or written by an import) and review must only ever see a complete application.
+    """
+    locked = _lock_merchant(merchant)
+    if locked.status in EDITABLE_STATUSES:
+        merchant_application_clean(data={name: getattr(locked, name) for name in APPLICATION_FIELDS}, merchant=locked)
+    return _transition(
+        actor=actor, merchant=locked, from_statuses=EDITABLE_STATUSES, to_status=MerchantStatus.SUBMITTED
+    )
+
+
+@transaction.atomic(durable=True)
+def merchant_approve(*, actor: Actor, merchant: Merchant) -> Merchant:
+    """Approve a submitted application: ``submitted → approved``; the merchant may now take orders."""
+    return _transition(
+        actor=actor,
+        merchant=merchant,
+        from_statuses=frozenset({MerchantStatus.SUBMITTED}),
+        to_status=MerchantStatus.APPROVED,
+    )
+
+
+@transaction.atomic(durable=True)
+def merchant_reject(*, actor: Actor, merchant: Merchant, reason: str) -> Merchant:
+    """Reject a submitted application with a reason the applicant sees: ``submitted → rejected``."""
+    text = _clean_reason(reason)
+    return _transition(
+        actor=actor,
+        merchant=merchant,
+        from_statuses=frozenset({MerchantStatus.SUBMITTED}),
+        to_status=MerchantStatus.REJECTED,
+        reason=text,
+    )
+
+
+@transaction.atomic(durable=True)
+def merchant_suspend(*, actor: Actor, merchant: Merchant, reason: str) -> Merchant:
+    """Stop an approved merchant taking new orders: ``approved → suspended``.
+
+    Its listings keep their own status (the catalogue shows only approved merchants' listings),
+    so reinstating the merchant brings back exactly what was on sale before. Open orders are not
+    touched: they finish under the terms the consumer agreed to.
+    """
+    text = _clean_reason(reason)
+    return _transition(
+        actor=actor,
+        merchant=merchant,
+        from_statuses=frozenset({MerchantStatus.APPROVED}),
+        to_status=MerchantStatus.SUSPENDED,
+        reason=text,
+    )
+
+
+@transaction.atomic(durable=True)
+def merchant_reinstate(*, actor: Actor, merchant: Merchant, reason: str) -> Merchant:
+    """Lift a suspension: ``suspended → approved``; ``approved_at`` keeps the date of the first approval."""
+    text = _clean_reason(reason)
+    return _transition(
+        actor=actor,
+        merchant=merchant,
+        from_statuses=frozenset({MerchantStatus.SUSPENDED}),
+        to_status=MerchantStatus.APPROVED,
+        reason=text,
+        refusal=_REINSTATE_REFUSAL,
+    )
+
+
+# --------------------------------------------------------------------------- members
+
+
+def _clean_role(role: object) -> str:
+    if role not in MemberRole.values:
+        message = _("Choose a valid role.")
+        raise ValidationFailed(message, fields={"role": message})
+    return str(role)
+
+
+def _owner_count(merchant_id: int) -> int:
+    return MerchantMember.objects.filter(merchant_id=merchant_id, role=MemberRole.OWNER).count()
+
+
+def member_change_role_check(*, member: MerchantMember, role: str) -> None:
+    """Refuse (NotAllowed) demoting the merchant's last owner. Writes nothing."""
+    if member.role == MemberRole.OWNER and role != MemberRole.OWNER and _owner_count(member.merchant_id) <= 1:
+        raise NotAllowed(_("A merchant must keep at least one owner: make someone else an owner first."))
+
+
+def member_remove_check(*, member: MerchantMember) -> None:
+    """Refuse (NotAllowed) removing the merchant's last owner. Writes nothing."""
+    if member.role == MemberRole.OWNER and _owner_count(member.merchant_id) <= 1:
+        raise NotAllowed(_("A merchant must keep at least one owner: make someone else an owner first."))
+
+
+@transaction.atomic
+def member_add(*, actor: Actor, merchant: Merchant, user: Any, role: str) -> MerchantMember:
+    """Give a user a role at a merchant (one membership per user and merchant)."""
+    role = _clean_role(role)
+    if MerchantMember.objects.filter(merchant=merchant, user=user).exists():
+        message = _("This user is already a member of the merchant.")
+        raise ValidationFailed(message, fields={"user": message})
+    try:
+        with transaction.atomic():
+            return MerchantMember.objects.create(merchant=merchant, user=user, role=role)
+    except IntegrityError as exc:  # a concurrent add of the same user won
+        message = _("This user is already a member of the merchant.")
+        raise ValidationFailed(message, fields={"user": message}) from exc
+
+
+def _lock_member(member: MerchantMember) -> MerchantMember:
+    # The merchant row is the lock for its owner count: two owners demoting each other at the
+    # same moment would otherwise both see "another owner remains" and leave none.
+    Merchant.objects.select_for_update().get(pk=member.merchant_id)
+    return MerchantMember.objects.select_for_update().get(pk=member.pk)
+
+
+@transaction.atomic
+def member_change_role(*, actor: Actor, member: MerchantMember, role: str) -> MerchantMember:
+    """Change a member's role; the last owner cannot be demoted."""
+    role = _clean_role(role)
+    locked = _lock_member(member)
+    member_change_role_check(member=locked, role=role)
+    if locked.role != role:
+        locked.role = role
+        locked.save(update_fields=["role"])
+    return locked
+
+
+@transaction.atomic
+def member_remove(*, actor: Actor, member: MerchantMember) -> None:
+    """Take a user off a merchant's team; the last owner cannot be removed."""
+    locked = _lock_member(member)
+    member_remove_check(member=locked)
+    locked.delete()
+
+
+# --------------------------------------------------------------------------- listings
+
+#: Listings have no event table; their status map lives here with the only services that move it.
+LISTING_ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    ListingStatus.ACTIVE: frozenset({ListingStatus.PAUSED}),
+    ListingStatus.PAUSED: frozenset({ListingStatus.ACTIVE}),
+}
+LISTING_FIELDS: tuple[str, ...] = (
+    "title",
+    "description",
+    "scenario",
+    "confirm_mode",
+    "max_amount",
+    "pricing_rule",
+    "min_score",
+    "order_ttl_minutes",
+)
+MIN_SCORE_RANGE = (350, 950)
+ORDER_TTL_RANGE = (1, 60 * 24 * 30)
+TITLE_MAX_LENGTH = 120
+
+
+def _clean_int(name: str, value: object, bounds: tuple[int, int], errors: dict[str, str]) -> int | None:
+    low, high = bounds
+    message = _("Enter a whole number from %(low)d to %(high)d.") % {"low": low, "high": high}
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        errors[name] = message
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        errors[name] = message
+        return None
+    if not low <= number <= high:
+        errors[name] = message
+        return None
+    return number
+
+
+def _pricing_rule_errors(errors: Mapping[str, str]) -> dict[str, str]:
+    return {
+        "pricing_rule" if key == NON_FIELD_ERRORS else f"pricing_rule.{key}": message for key, message in errors.items()
+    }
+
+
+def listing_fields_clean(
+    *, merchant: Merchant, data: Mapping[str, Any], listing: Listing | None = None
+) -> dict[str, Any]:
+    """Normalise and validate listing fields; return the values to store. Writes nothing.
+
+    With ``listing`` (an edit) only the given fields are validated, and the checks that tie
+    fields together (scenario within the merchant's categories, a fixed price within the
+    per-order ceiling) use the listing's current value for a field not given. The pricing rule
+    is stored in its normalised form (``parse_rule(...).to_dict()``); its errors come back as
+    ``pricing_rule.<field>``.
+    """
+    unknown = set(data) - set(LISTING_FIELDS)
+    if unknown:
+        raise TypeError(f"not listing fields: {', '.join(sorted(unknown))}")
+    errors: dict[str, str] = {}
+    cleaned: dict[str, Any] = {}
+    rule = None
+    for name in LISTING_FIELDS:
+        if name not in data:
+            continue
+        value = data[name]
+        if name in ("title", "description"):
+            text = value.strip() if isinstance(value, str) else ("" if value is None else None)
+            if text is None:
+                errors[name] = _("Enter text.")
+            elif name == "title" and not text:
+                errors[name] = _required()
+            elif name == "title" and len(text) > TITLE_MAX_LENGTH:
+                errors[name] = _("Enter at most %(max)d characters.") % {"max": TITLE_MAX_LENGTH}
+            cleaned[name] = text
+        elif name == "scenario":
+            if value not in Scenario.values:
+                errors[name] = _("Choose a valid scenario.")
+            elif value not in merchant.categories:
+                errors[name] = _("“%(scenario)s” is not one of the merchant's business categories.") % {
+                    "scenario": Scenario(value).label
+                }
+            cleaned[name] = value
+        elif name == "confirm_mode":
+            if value not in ConfirmMode.values:
+                errors[name] = _("Choose a valid confirmation mode.")
+            cleaned[name] = value
+        elif name == "max_amount":
+            try:
+                cleaned[name] = parse_money(value, allow_zero=False)
+            except MoneyError:
+                errors[name] = _("Enter an amount greater than zero with at most two decimal places, e.g. 20.00.")
+        elif name == "pricing_rule":
+            try:
+                rule = parse_rule(value)
+            except PricingRuleError as exc:
+                errors.update(_pricing_rule_errors(exc.errors))
+            else:
+                cleaned[name] = rule.to_dict()
+        elif name == "min_score":
+            cleaned[name] = _clean_int(name, value, MIN_SCORE_RANGE, errors)
+        elif name == "order_ttl_minutes":
+            cleaned[name] = _clean_int(name, value, ORDER_TTL_RANGE, errors)
+    max_amount = cleaned.get("max_amount", listing.max_amount if listing is not None else None)
+    if rule is None and listing is not None and "pricing_rule" not in data:
+        try:
+            rule = parse_rule(listing.pricing_rule)
+        except PricingRuleError:
+            rule = None
+    # A fixed price above the ceiling would make every order of the listing impossible to complete.
+    over_ceiling = isinstance(rule, FixedRule) and max_amount is not None and rule.price > max_amount
+    if over_ceiling and "max_amount" not in errors:
+        errors["max_amount"] = _("The per-order ceiling must be at least the fixed price (%(price)s).") % {
+            "price": rule.price
+        }
+    if errors:
+        raise ValidationFailed(_("Please correct the listing."), fields=errors)
+    return cleaned
+
+
+def _check_merchant_may_list(merchant: Merchant) -> None:
+    if merchant.status in LISTING_BLOCKED_STATUSES:
+        raise NotAllowed(
+            _("Merchant “%(merchant)s” cannot change listings: it is %(label)s (%(status)s).") % _state_params(merchant)
+        )
+
+
+@transaction.atomic
+def listing_create(
+    *,
+    actor: Actor,
+    merchant: Merchant,
+    title: str,
+    scenario: str,
+    max_amount: Decimal | str,
+    pricing_rule: dict[str, Any],
+    description: str = "",
+    confirm_mode: str = ConfirmMode.EACH_TIME,
+    min_score: int = 550,
+    order_ttl_minutes: int = 30,
+) -> Listing:
+    """Put a good or service on 先享: a listing with its pricing rule, on sale from the start.
+
+    A merchant under review may prepare listings; they are sold only once it is approved
+    (the catalogue shows approved merchants only). Rejected and suspended merchants may not add any.
+    """
+    current = Merchant.objects.get(pk=merchant.pk)
+    _check_merchant_may_list(current)
+    cleaned = listing_fields_clean(
+        merchant=current,
+        data={
+            "title": title,
+            "description": description,
+            "scenario": scenario,
+            "confirm_mode": confirm_mode,
+            "max_amount": max_amount,
+            "pricing_rule": pricing_rule,
+            "min_score": min_score,
+            "order_ttl_minutes": order_ttl_minutes,
+        },
+    )
+    return Listing.objects.create(merchant=current, status=ListingStatus.ACTIVE, **cleaned)
+
+
+@transaction.atomic
+def listing_update(*, actor: Actor, listing: Listing, **fields: Any) -> Listing:
+    """Edit a listing. A new price applies to new orders only: each order keeps a copy of its rule."""
+    locked = Listing.objects.select_for_update().get(pk=listing.pk)
+    current = Merchant.objects.get(pk=locked.merchant_id)
+    _check_merchant_may_list(current)
+    cleaned = listing_fields_clean(merchant=current, data=fields, listing=locked)
+    changed = [name for name, value in cleaned.items() if getattr(locked, name) != value]
+    if changed:
+        for name in changed:
+            setattr(locked, name, cleaned[name])
+        locked.save(update_fields=[*changed, "updated_at"])
+    return locked
+
+
+def _listing_transition(*, listing: Listing, to_status: ListingStatus, refusal: Any) -> Listing:
+    locked = Listing.objects.select_for_update().get(pk=listing.pk)
+    if to_status not in LISTING_ALLOWED_TRANSITIONS.get(locked.status, frozenset()):
+        raise InvalidTransition(
+            str(refusal)
+            % {"listing": locked.title, "label": str(ListingStatus(locked.status).label), "status": locked.status}
+        )
+    locked.status = to_status
+    locked.save(update_fields=["status", "updated_at"])
+    return locked
+
+
+@transaction.atomic(durable=True)
+def listing_pause(*, actor: Actor, listing: Listing) -> Listing:
+    """Take a listing off sale (``active → paused``); open orders are unaffected."""
+    return _listing_transition(
+        listing=listing,
+        to_status=ListingStatus.PAUSED,
+        refusal=gettext_lazy("Listing “%(listing)s” cannot be paused: it is %(label)s (%(status)s)."),
+    )
+
+
+@transaction.atomic(durable=True)
+def listing_resume(*, actor: Actor, listing: Listing) -> Listing:
+    """Put a paused listing back on sale (``paused → active``); only an approved merchant may sell."""
+    # Lock the merchant too, so a suspension committing meanwhile cannot slip between check and write.
+    merchant = Merchant.objects.select_for_update().get(pk=listing.merchant_id)
+    if merchant.status != MerchantStatus.APPROVED:
+        raise NotAllowed(
+            _("Listing “%(listing)s” cannot go back on sale: merchant “%(merchant)s” is %(label)s (%(status)s).")
+            % {"listing": listing.title, **_state_params(merchant)}
+        )
+    return _listing_transition(
+        listing=listing,
+        to_status=ListingStatus.ACTIVE,
+        refusal=gettext_lazy("Listing “%(listing)s” cannot be resumed: it is %(label)s (%(status)s)."),
+    )
