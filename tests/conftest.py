@@ -19,8 +19,13 @@ def _test_settings(settings):
 
 
 @pytest.fixture(autouse=True)
-def _english():
-    """Messages are asserted as their English msgids; translation tests activate zh-hans themselves."""
+def _english(settings):
+    """Messages are asserted as their English msgids; translation tests activate zh-hans themselves.
+
+    The default language is switched too, because requests through the test client (LocaleMiddleware)
+    and threads of the concurrency tests start from LANGUAGE_CODE, not from the caller's activation.
+    """
+    settings.LANGUAGE_CODE = "en"
     with translation.override("en"):
         yield
 
