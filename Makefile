@@ -35,12 +35,12 @@ schedules: migrate
 # Web server and django-q2 cluster together; Ctrl-C stops both.
 run: seed schedules
 	@echo "Platform on http://$(HOST):$(PORT)/  (admin: /admin/, health: /healthz). Ctrl-C stops."
-	@# SIGTERM to the whole group would kill django-q2's sentinel before its parent and hang the
-	@# cluster, so each process is signalled on its own.
+	@# The web server runs in the foreground so that Ctrl-C reaches it (a background job of a
+	@# non-interactive shell ignores SIGINT); on exit the cluster gets SIGTERM on its main process only
+	@# (SIGTERM to django-q2's whole process group can leave its parent waiting on a dead sentinel).
 	@$(PY) manage.py qcluster & QPID=$$!; \
-	$(PY) manage.py runserver $(HOST):$(PORT) --noreload & WPID=$$!; \
-	trap 'kill -TERM $$QPID $$WPID 2>/dev/null; wait' INT TERM EXIT; \
-	wait
+	trap 'kill -TERM $$QPID 2>/dev/null; wait $$QPID' EXIT; \
+	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
 
 test: venv
 	$(PY) manage.py compilemessages --ignore=.venv -v0
