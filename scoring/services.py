@@ -1,70 +1,752 @@
-"""Admission: the 事前准入评估 run at every entry (sign-up, order, confirmation).
+"""Writes of the scoring app: admission decisions, feature updates, score and limit reviews, scorecards, blocklist.
 
-This is the foundation's minimal policy; the scoring issue replaces the rules
-behind the same ``admission_assess`` signature. Every decision is stored with the
-inputs it read and its reasons, approved or not (PIPL art. 24: an automated
-decision must be explainable to the person).
+**Admission** (事前准入评估) runs at every entry (sign-up, order, confirmation). It reads
+two rows for the consumer (the profile and the feature row, in one query that also
+asks the blocklist and which scorecard is active) and one for the listing, applies the
+versioned policy (``scoring.policy``), and stores the decision with the variables it
+scored, the score, the reasons (with a hint each), the scorecard and policy versions
+and its latency, approved or not (PIPL art. 24).
+
+**Which score decides.** The policy compares the consumer's published score (the one
+on their credit profile, the one they see) with the thresholds, so a decline for
+"score below the minimum" always refers to a number the consumer can look up. The
+published score is the active scorecard's output on the feature row: it is refreshed
+whenever the features change (a promise record is written) and by ``manage.py
+refresh_scores`` (time-based variables such as tenure, and a newly activated card);
+every change is a ``score_changed`` event. The decision also evaluates the card on the
+current features for the sub-scores and reasons, and keeps that figure as
+``scorecard_score`` in the snapshot.
+
+**Features** are kept current incrementally by the ``features_on_*`` services, which
+the upper app (``bnpl``) calls in the same transaction as the event: the consumers app
+sits below scoring and cannot call up into it.
+
+Transactions: ``admission_assess`` and the ``features_on_*`` services run inside their
+caller's transaction (plain ``atomic`` or none); ``scorecard_activate``,
+``blocklist_add`` and ``blocklist_lift`` are entry points (admin actions) and own a
+durable transaction.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
-from consumers.models import Consumer, CreditProfile
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from bnpl.exceptions import InvalidTransition, NotAllowed, ValidationFailed
+from bnpl.money import MoneyError, parse_money
+from bnpl.validators import normalize_cn_mobile
+from consumers import limits
+from consumers.choices import PromiseOutcome
+from consumers.models import Consumer, CreditProfile, PromiseRecord
+from consumers.services import credit_limit_cut_after_breach, credit_limit_grow, credit_score_set
 from merchants.choices import ListingStatus, MerchantStatus
-from merchants.models import Listing
+from merchants.models import Listing, Merchant
 
-from .choices import DecisionOutcome, ReasonCode
-from .models import AdmissionDecision
+from .choices import (
+    ORDER_CHANNELS,
+    BlocklistKind,
+    DecisionChannel,
+    DecisionOutcome,
+    ReasonCode,
+    ScorecardEventKind,
+    ScorecardSource,
+)
+from .default_card import DEFAULT_SCORECARD_SPEC, DEFAULT_SCORECARD_VERSION
+from .features import derive_variables
+from .models import AdmissionDecision, BlocklistEntry, ConsumerFeatures, Scorecard, ScorecardEvent
+from .policy import ACTIVE_POLICY_VERSION, AdmissionPolicy, active_policy
+from .reasons import policy_reason, score_reason
+from .scorecard import CompiledCard, ScorecardSpecError, compile_spec
 
-POLICY_VERSION = "foundation-1"
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    Actor = AbstractBaseUser | None
+
+logger = logging.getLogger(__name__)
+
+# The version the foundation's tests and callers import; the active policy's version.
+POLICY_VERSION = ACTIVE_POLICY_VERSION
+
+# Limit growth needs a clean recent record besides the kept-promise count.
+GROWTH_MIN_ON_TIME_RATE = 0.9
+VELOCITY_HOUR = timedelta(hours=1)
+VELOCITY_DAY = timedelta(days=1)
+MAX_REASON = 500
+
+# Compiled cards by primary key. Cards are immutable once created (a new fit is a new
+# row), so a compiled card never goes stale; which card is active is asked on every
+# decision, in the same query as the consumer.
+_compiled_cards: dict[int, CompiledCard] = {}
 
 
-def _reason(code: ReasonCode) -> dict[str, str]:
-    return {"code": code.value, "message": str(code.label)}
+def _actor_user(actor: Actor) -> AbstractBaseUser | None:
+    return actor if getattr(actor, "is_authenticated", False) else None
+
+
+def compiled_card(card_id: int) -> CompiledCard:
+    """The compiled form of scorecard ``card_id`` (cached per process; cards never change)."""
+    card = _compiled_cards.get(card_id)
+    if card is None:
+        row = Scorecard.objects.values_list("version", "spec").get(pk=card_id)
+        card = compile_spec(row[1], version=row[0])
+        _compiled_cards[card_id] = card
+    return card
+
+
+def active_compiled_card() -> tuple[Scorecard, CompiledCard] | None:
+    """The active scorecard and its compiled form, or ``None`` when no card is active."""
+    card = Scorecard.objects.filter(is_active=True).first()
+    if card is None and scorecard_install_default(actor=None) is not None:
+        card = Scorecard.objects.filter(is_active=True).first()
+    if card is None:
+        return None
+    return card, compiled_card(card.pk)
+
+
+def scorecard_install_default(*, actor: Actor) -> Scorecard | None:
+    """Install the shipped default scorecard, active, when the platform has no scorecard at all.
+
+    The data migration installs it on the first ``migrate``; this puts it back in a
+    database that has lost it (restored without the row, or emptied by a test flush),
+    so "the platform works from the first start" holds whatever happened to the table.
+    It never overrides a choice: with any scorecard present (active or not) it does
+    nothing and returns ``None``, and a platform whose cards are all inactive declines
+    with ``scoring_unavailable``. Two callers at once are settled by the unique version.
+    """
+    if Scorecard.objects.exists():
+        return None
+    try:
+        with transaction.atomic():
+            card = Scorecard.objects.create(
+                version=DEFAULT_SCORECARD_VERSION,
+                source=ScorecardSource.DEFAULT,
+                spec=DEFAULT_SCORECARD_SPEC,
+                is_active=True,
+                activated_at=timezone.now(),
+                notes="Shipped default: judgement-based bins, see docs/scoring.md.",
+            )
+            for kind in (ScorecardEventKind.CREATED, ScorecardEventKind.ACTIVATED):
+                ScorecardEvent.objects.create(
+                    scorecard=card, actor=_actor_user(actor), kind=kind, reason="shipped default (reinstalled)"
+                )
+    except IntegrityError:
+        return Scorecard.objects.filter(version=DEFAULT_SCORECARD_VERSION).first()
+    logger.warning("scorecard table was empty: shipped default %s installed", DEFAULT_SCORECARD_VERSION)
+    return card
+
+
+def _default_card_id_if_none_exists() -> int | None:
+    card = scorecard_install_default(actor=None)
+    return card.pk if card is not None and card.is_active else None
+
+
+# --------------------------------------------------------------------------- admission
+
+
+def _clean_amount(amount: object) -> Decimal:
+    try:
+        return parse_money(amount, allow_zero=False)
+    except MoneyError:
+        message = _("Enter an amount greater than zero with at most two decimal places.")
+        raise ValidationFailed(message, fields={"amount": message}) from None
+
+
+# The admission's reads are hand-written SQL, built once from the models' metadata: the ORM would
+# compile the same three-table query with two sub-queries on every call, which cost more than the
+# query itself (see docs/scoring.md, "Performance"). Rows come back as model instances.
+_CONSUMER_FIELDS = ("id", "phone", "phone_verified", "verified_at", "created_at", "id_number_hash")
+_PROFILE_FIELDS = (
+    "id",
+    "score",
+    "credit_limit_amount",
+    "open_exposure_amount",
+    "spend_cap_amount",
+    "is_paused",
+    "paused_reason",
+)
+
+
+_FEATURE_JSON_FIELDS = ("open_by_merchant", "scenario_counts")
+
+
+def _feature_fields() -> tuple[str, ...]:
+    return tuple(f.attname for f in ConsumerFeatures._meta.concrete_fields if f.attname != "updated_at")
+
+
+@functools.cache
+def _consumer_sql() -> str:
+    def cols(model: type, alias: str, names: tuple[str, ...]) -> str:
+        return ", ".join(f'{alias}."{model._meta.get_field(n).column}"' for n in names)
+
+    c, p, f = Consumer._meta, CreditProfile._meta, ConsumerFeatures._meta
+    card, block = Scorecard._meta, BlocklistEntry._meta
+    # Identifiers come from the models' metadata and constants; the one value is a bound parameter.
+    selected = f"{cols(Consumer, 'c', _CONSUMER_FIELDS)}, {cols(CreditProfile, 'p', _PROFILE_FIELDS)}"
+    return (
+        f"SELECT {selected}, "  # noqa: S608
+        f"{cols(ConsumerFeatures, 'f', _feature_fields())}, "
+        f'(SELECT s."id" FROM "{card.db_table}" s WHERE s."is_active" LIMIT 1), '
+        f'EXISTS (SELECT 1 FROM "{block.db_table}" b WHERE b."lifted_at" IS NULL AND ('
+        f'(b."kind" = \'{BlocklistKind.CONSUMER.value}\' AND b."value" = c."id"::text) OR '
+        f'(b."kind" = \'{BlocklistKind.PHONE.value}\' AND b."value" = c."phone") OR '
+        f"(b.\"kind\" = '{BlocklistKind.ID_HASH.value}' AND c.\"id_number_hash\" <> '' "
+        f'AND b."value" = c."id_number_hash"))) '
+        f'FROM "{c.db_table}" c '
+        f'LEFT JOIN "{p.db_table}" p ON p."consumer_id" = c."id" '
+        f'LEFT JOIN "{f.db_table}" f ON f."consumer_id" = c."id" '
+        f'WHERE c."id" = %s'
+    )
+
+
+@functools.cache
+def _listing_sql() -> str:
+    listing, merchant = Listing._meta, Merchant._meta
+    return (
+        f'SELECT l."id", l."status", l."min_score", l."scenario", l."merchant_id", m."status" '  # noqa: S608
+        f'FROM "{listing.db_table}" l JOIN "{merchant.db_table}" m ON m."id" = l."merchant_id" WHERE l."id" = %s'
+    )
+
+
+@dataclass(frozen=True)
+class _ConsumerRow:
+    consumer: Consumer
+    profile: CreditProfile
+    features: ConsumerFeatures | None
+    card_id: int | None
+    blocked: bool
+
+
+def _load_consumer(consumer: Consumer) -> _ConsumerRow:
+    """The consumer, profile and feature row as committed now, whether blocked, and the active card's id."""
+    consumer_id = getattr(consumer, "pk", None)
+    row = None
+    if isinstance(consumer_id, int):
+        with connection.cursor() as cursor:
+            cursor.execute(_consumer_sql(), [consumer_id])
+            row = cursor.fetchone()
+    if row is None:
+        message = _("Unknown consumer.")
+        raise ValidationFailed(message, code="unknown_consumer", fields={"consumer": message})
+    n_c, n_p, feature_names = len(_CONSUMER_FIELDS), len(_PROFILE_FIELDS), _feature_fields()
+    fresh = Consumer(**dict(zip(_CONSUMER_FIELDS, row[:n_c], strict=True)))
+    profile_values = dict(zip(_PROFILE_FIELDS, row[n_c : n_c + n_p], strict=True))
+    if profile_values["id"] is None:
+        message = _("This consumer has no credit profile.")
+        raise ValidationFailed(message, code="unknown_consumer", fields={"consumer": message})
+    profile = CreditProfile(consumer_id=fresh.pk, **profile_values)
+    feature_values = dict(zip(feature_names, row[n_c + n_p : n_c + n_p + len(feature_names)], strict=True))
+    for name in _FEATURE_JSON_FIELDS:
+        # Django's backend hands jsonb over as text; the field decodes it, as the ORM would.
+        field = ConsumerFeatures._meta.get_field(name)
+        feature_values[name] = field.from_db_value(feature_values[name], None, connection)
+    features = ConsumerFeatures(**feature_values) if feature_values["consumer_id"] is not None else None
+    card_id, blocked = row[-2], row[-1]
+    return _ConsumerRow(consumer=fresh, profile=profile, features=features, card_id=card_id, blocked=bool(blocked))
+
+
+@dataclass(frozen=True)
+class _ListingRow:
+    pk: int
+    status: str
+    min_score: int
+    scenario: str
+    merchant_id: int
+    merchant_status: str
+
+
+def _load_listing(listing: Listing) -> _ListingRow:
+    listing_id = getattr(listing, "pk", None)
+    row = None
+    if isinstance(listing_id, int):
+        with connection.cursor() as cursor:
+            cursor.execute(_listing_sql(), [listing_id])
+            row = cursor.fetchone()
+    if row is None:
+        message = _("Unknown listing.")
+        raise ValidationFailed(message, code="unknown_listing", fields={"listing": message})
+    fresh = _ListingRow(*row)
+    if fresh.status != ListingStatus.ACTIVE:
+        raise NotAllowed(_("This service is not available right now."), code=ReasonCode.LISTING_UNAVAILABLE.value)
+    return fresh
+
+
+@dataclass(frozen=True)
+class _Counters:
+    open_orders: int
+    open_at_merchant: int
+    last_hour: int
+    last_day: int
+
+
+def _counters(features: ConsumerFeatures | None, merchant_id: int, now: datetime) -> _Counters:
+    if features is None:
+        return _Counters(0, 0, 0, 0)
+    times = features.recent_order_times or []
+    return _Counters(
+        open_orders=features.open_orders,
+        open_at_merchant=int((features.open_by_merchant or {}).get(str(merchant_id), 0)),
+        last_hour=sum(1 for t in times if now - t < VELOCITY_HOUR),
+        last_day=sum(1 for t in times if now - t < VELOCITY_DAY),
+    )
+
+
+def _policy_reasons(
+    *,
+    policy: AdmissionPolicy,
+    listing: _ListingRow,
+    profile: CreditProfile,
+    blocked: bool,
+    has_card: bool,
+    amount: Decimal,
+    channel: str,
+    counters: _Counters,
+) -> list[ReasonCode]:
+    """The rules that fail, in the policy's order (``scoring.policy``)."""
+    failed: list[ReasonCode] = []
+    if listing.merchant_status != MerchantStatus.APPROVED:
+        failed.append(ReasonCode.MERCHANT_UNAVAILABLE)
+    if profile.is_paused:
+        failed.append(ReasonCode.ACCOUNT_PAUSED)
+    if blocked:
+        failed.append(ReasonCode.BLOCKLISTED)
+    if not has_card:
+        failed.append(ReasonCode.SCORING_UNAVAILABLE)
+    if profile.score < max(listing.min_score, policy.floor_for(listing.scenario)):
+        failed.append(ReasonCode.SCORE_BELOW_MINIMUM)
+    if profile.credit_limit_amount - profile.open_exposure_amount < amount:
+        failed.append(ReasonCode.INSUFFICIENT_LIMIT)
+    if profile.spend_cap_amount is not None and profile.spend_cap_amount - profile.open_exposure_amount < amount:
+        failed.append(ReasonCode.SPEND_CAP_REACHED)
+    if channel in ORDER_CHANNELS:
+        if counters.open_orders >= policy.max_open_orders:
+            failed.append(ReasonCode.TOO_MANY_OPEN_ORDERS)
+        if counters.open_at_merchant >= policy.max_open_orders_per_merchant:
+            failed.append(ReasonCode.TOO_MANY_OPEN_ORDERS_AT_MERCHANT)
+        if counters.last_hour >= policy.max_orders_per_hour:
+            failed.append(ReasonCode.TOO_MANY_ORDERS_THIS_HOUR)
+        if counters.last_day >= policy.max_orders_per_day:
+            failed.append(ReasonCode.TOO_MANY_ORDERS_TODAY)
+    return failed
 
 
 def admission_assess(*, consumer: Consumer, listing: Listing, amount: Decimal, channel: str) -> AdmissionDecision:
-    """Assess whether ``consumer`` may open an order of up to ``amount`` on ``listing``.
+    """Assess whether ``consumer`` may open an order of up to ``amount`` on ``listing``; store the decision.
 
-    Reads the profile without a lock: the decision says whether the consumer is
-    eligible; the credit hold that follows (``credit_hold_acquire``) is what makes
-    the limit safe under concurrency, and a hold that fails turns into a decline.
+    Returns the stored :class:`AdmissionDecision` (``.approved``, ``.outcome``,
+    ``.reasons`` as ``{code, message, message_zh, hint, hint_zh}``, ``.score``,
+    ``.sub_scores``, ``.score_reasons``). Bad input stores nothing and raises: an
+    unknown consumer or listing, or an amount that is not a positive decimal with at
+    most two places (:class:`ValidationFailed`); an unknown channel
+    (:class:`ValidationFailed`); a listing that is not on sale (:class:`NotAllowed`,
+    code ``listing_unavailable``). With no active scorecard the decision is a decline
+    with ``scoring_unavailable``.
+
+    Reads without locks: the decision says whether the consumer is eligible; the
+    credit hold that follows (``credit_hold_acquire``, a conditional UPDATE) is what
+    keeps the limit and the spend cap safe when two orders arrive at once.
     """
     started = time.perf_counter()
-    profile = CreditProfile.objects.get(consumer=consumer)
-    merchant = listing.merchant
-    reasons: list[dict[str, str]] = []
-    if merchant.status != MerchantStatus.APPROVED:
-        reasons.append(_reason(ReasonCode.MERCHANT_UNAVAILABLE))
-    if listing.status != ListingStatus.ACTIVE:
-        reasons.append(_reason(ReasonCode.LISTING_UNAVAILABLE))
-    if profile.is_paused:
-        reasons.append(_reason(ReasonCode.ACCOUNT_PAUSED))
-    if profile.score < listing.min_score:
-        reasons.append(_reason(ReasonCode.SCORE_BELOW_MINIMUM))
-    available = profile.credit_limit_amount - profile.open_exposure_amount
-    if available < amount:
-        reasons.append(_reason(ReasonCode.INSUFFICIENT_LIMIT))
-    snapshot = {
-        "score": profile.score,
-        "credit_limit_amount": str(profile.credit_limit_amount),
-        "open_exposure_amount": str(profile.open_exposure_amount),
-        "available_amount": str(available),
-        "is_paused": profile.is_paused,
-        "listing_min_score": listing.min_score,
-        "merchant_status": merchant.status,
-        "listing_status": listing.status,
-    }
-    return AdmissionDecision.objects.create(
-        consumer=consumer,
-        listing=listing,
+    amount = _clean_amount(amount)
+    if channel not in DecisionChannel.values:
+        message = _("Unknown channel.")
+        raise ValidationFailed(message, fields={"channel": message})
+    listing_row = _load_listing(listing)
+    loaded = _load_consumer(consumer)
+    profile, features = loaded.profile, loaded.features
+    now = timezone.now()
+    policy = active_policy()
+    card_id = loaded.card_id if loaded.card_id is not None else _default_card_id_if_none_exists()
+    card = compiled_card(card_id) if card_id is not None else None
+    variables = derive_variables(consumer=loaded.consumer, profile=profile, features=features, now=now)
+    result = card.evaluate(variables) if card is not None else None
+    counters = _counters(features, listing_row.merchant_id, now)
+    failed = _policy_reasons(
+        policy=policy,
+        listing=listing_row,
+        profile=profile,
+        blocked=loaded.blocked,
+        has_card=card is not None,
         amount=amount,
         channel=channel,
-        outcome=DecisionOutcome.DECLINED if reasons else DecisionOutcome.APPROVED,
-        reasons=reasons,
-        snapshot=snapshot,
-        policy_version=POLICY_VERSION,
-        latency_ms=Decimal(f"{(time.perf_counter() - started) * 1000:.3f}"),
+        counters=counters,
     )
+    floor = policy.floor_for(listing_row.scenario)
+    snapshot: dict[str, Any] = {
+        "score": profile.score,
+        "score_threshold": max(listing_row.min_score, floor),
+        "listing_min_score": listing_row.min_score,
+        "scenario_floor": floor,
+        "scorecard_score": result.score if result else None,
+        "credit_limit_amount": str(profile.credit_limit_amount),
+        "spend_cap_amount": None if profile.spend_cap_amount is None else str(profile.spend_cap_amount),
+        "open_exposure_amount": str(profile.open_exposure_amount),
+        "available_amount": str(profile.credit_limit_amount - profile.open_exposure_amount),
+        "is_paused": profile.is_paused,
+        "blocklisted": loaded.blocked,
+        "merchant_status": listing_row.merchant_status,
+        "listing_status": listing_row.status,
+        "scenario": listing_row.scenario,
+        "open_orders": counters.open_orders,
+        "open_orders_at_merchant": counters.open_at_merchant,
+        "orders_last_hour": counters.last_hour,
+        "orders_last_day": counters.last_day,
+        "limit_policy_version": limits.LIMIT_POLICY_VERSION,
+        "features": variables,
+    }
+    decision = AdmissionDecision(
+        consumer_id=loaded.consumer.pk,
+        listing_id=listing_row.pk,
+        amount=amount,
+        channel=channel,
+        outcome=DecisionOutcome.DECLINED if failed else DecisionOutcome.APPROVED,
+        reasons=[policy_reason(code) for code in failed],
+        score=profile.score,
+        sub_scores=result.sub_scores if result else {},
+        score_reasons=[score_reason(r) for r in result.reasons] if result else [],
+        snapshot=snapshot,
+        scorecard_id=card_id,
+        scorecard_version=card.version if card else "",
+        policy_version=policy.version,
+    )
+    decision.latency_ms = Decimal(f"{(time.perf_counter() - started) * 1000:.3f}")
+    decision.save(force_insert=True)
+    return decision
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _lock_features(consumer_id: int) -> ConsumerFeatures:
+    """The consumer's feature row under a row lock, created empty the first time."""
+    ConsumerFeatures.objects.bulk_create([ConsumerFeatures(consumer_id=consumer_id)], ignore_conflicts=True)
+    return ConsumerFeatures.objects.select_for_update().get(pk=consumer_id)
+
+
+def _close_open_order(features: ConsumerFeatures, merchant_id: int) -> None:
+    # Clamped at zero: an order placed before the features existed (or arranged by hand)
+    # must not drive a counter negative.
+    features.open_orders = max(features.open_orders - 1, 0)
+    by_merchant = dict(features.open_by_merchant or {})
+    key = str(merchant_id)
+    remaining = max(int(by_merchant.get(key, 0)) - 1, 0)
+    if remaining:
+        by_merchant[key] = remaining
+    else:
+        by_merchant.pop(key, None)
+    features.open_by_merchant = by_merchant
+
+
+def features_on_order_opened(
+    *, actor: Actor = None, consumer: Consumer, merchant_id: int, scenario: str, opened_at: datetime | None = None
+) -> ConsumerFeatures:
+    """An order now holds the consumer's credit: count it as open, and in tenure, frequency and velocity.
+
+    Called by ``bnpl`` in the transaction that activates the order (after the credit
+    hold succeeded), so the counters commit or roll back with it.
+    """
+    now = opened_at or timezone.now()
+    with transaction.atomic():
+        features = _lock_features(consumer.pk)
+        features.orders_total += 1
+        features.first_order_at = features.first_order_at or now
+        features.last_order_at = now
+        features.open_orders += 1
+        by_merchant = dict(features.open_by_merchant or {})
+        by_merchant[str(merchant_id)] = int(by_merchant.get(str(merchant_id), 0)) + 1
+        features.open_by_merchant = by_merchant
+        # Only the last 24 hours matter for velocity; older times are dropped so the row stays small.
+        features.recent_order_times = [t for t in (features.recent_order_times or []) if now - t < VELOCITY_DAY] + [now]
+        scenarios = dict(features.scenario_counts or {})
+        scenarios[scenario] = int(scenarios.get(scenario, 0)) + 1
+        features.scenario_counts = scenarios
+        features.save()
+    return features
+
+
+def features_on_promise_record(
+    *, actor: Actor = None, record: PromiseRecord, days_past_due: int | None = None
+) -> ConsumerFeatures:
+    """A promise record was written (or recovered): update the features, then the score and the limit.
+
+    ``bnpl`` calls it right after ``consumers.services.promise_record_add`` or
+    ``promise_record_recover``, in the same transaction. By outcome:
+
+    - fulfilled: a kept promise (and the merchant joins the kept-with list); the order
+      is no longer open. Every ``GROWTH_EVERY_KEPT`` kept promises the limit grows one
+      step of the band (``credit_limit_grow``), if nothing is in arrears and the
+      on-time rate is at least 90 %;
+    - cancelled: counted; the order is no longer open;
+    - breached: counted, with its time (the order stays open: it is overdue); the
+      limit is cut (``credit_limit_cut_after_breach``);
+    - recovered: the breach was paid late; the order is no longer open.
+
+    ``days_past_due`` (when the caller knows it) feeds the worst-DPD variable. The
+    score is then re-evaluated with the active scorecard and, if it moved, written
+    with ``credit_score_set`` (a ``score_changed`` event naming the record).
+    """
+    with transaction.atomic():
+        features = _lock_features(record.consumer_id)
+        outcome = record.outcome
+        if outcome == PromiseOutcome.FULFILLED:
+            features.fulfilled_count += 1
+            if record.merchant_id not in (features.kept_merchant_ids or []):
+                features.kept_merchant_ids = [*(features.kept_merchant_ids or []), record.merchant_id]
+            _close_open_order(features, record.merchant_id)
+        elif outcome == PromiseOutcome.CANCELLED:
+            features.cancelled_count += 1
+            _close_open_order(features, record.merchant_id)
+        elif outcome == PromiseOutcome.BREACHED:
+            features.breached_count += 1
+            features.last_breach_at = record.recorded_at
+        elif outcome == PromiseOutcome.RECOVERED:
+            features.recovered_count += 1
+            _close_open_order(features, record.merchant_id)
+        if days_past_due is not None:
+            features.worst_dpd = max(features.worst_dpd, max(int(days_past_due), 0))
+        features.save()
+
+        consumer = record.consumer
+        why = f"promise record of order #{record.order_id} ({outcome})"
+        score_refresh(actor=actor, consumer=consumer, reason=why, features=features)
+        if outcome == PromiseOutcome.FULFILLED and _growth_due(features):
+            credit_limit_grow(
+                actor=actor, consumer=consumer, reason=f"{features.fulfilled_count} kept promises ({why})"
+            )
+        elif outcome == PromiseOutcome.BREACHED:
+            credit_limit_cut_after_breach(actor=actor, consumer=consumer, reason=why)
+    return features
+
+
+def _growth_due(features: ConsumerFeatures) -> bool:
+    kept = features.fulfilled_count
+    if kept == 0 or kept % limits.GROWTH_EVERY_KEPT != 0:
+        return False
+    if features.breached_count > features.recovered_count:
+        return False  # something is still overdue
+    return kept / (kept + features.breached_count) >= GROWTH_MIN_ON_TIME_RATE
+
+
+def features_on_charge_attempt(*, actor: Actor = None, consumer: Consumer, succeeded: bool) -> ConsumerFeatures:
+    """A charge attempt on the consumer's funding source finished (the funding-source health variable).
+
+    A failure counts (failures older than 90 days stop counting); a success after
+    failures clears the count, since the source is healthy again.
+    """
+    with transaction.atomic():
+        features = _lock_features(consumer.pk)
+        if succeeded:
+            features.charge_failures = 0
+        else:
+            features.charge_failures += 1
+            features.last_charge_failure_at = timezone.now()
+        features.save()
+    return features
+
+
+def features_on_dispute(*, actor: Actor = None, consumer: Consumer) -> ConsumerFeatures:
+    """The consumer opened a dispute on an order (a behaviour variable)."""
+    with transaction.atomic():
+        features = _lock_features(consumer.pk)
+        features.disputes_count += 1
+        features.save()
+    return features
+
+
+# --------------------------------------------------------------------------- score
+
+
+def score_refresh(
+    *, actor: Actor, consumer: Consumer, reason: str, features: ConsumerFeatures | None = None
+) -> CreditProfile | None:
+    """Re-score the consumer with the active scorecard; write the score if it moved.
+
+    Returns the updated profile, or ``None`` when nothing changed (no active card, or
+    the same score). ``features`` may be passed by a caller that already holds the
+    row; otherwise it is read.
+    """
+    active = active_compiled_card()
+    if active is None:
+        return None
+    card_row, card = active
+    fresh = Consumer.objects.select_related("credit_profile").get(pk=consumer.pk)
+    if features is None:
+        features = ConsumerFeatures.objects.filter(pk=consumer.pk).first()
+    variables = derive_variables(consumer=fresh, profile=fresh.credit_profile, features=features, now=timezone.now())
+    score = card.evaluate(variables).score
+    if score == fresh.credit_profile.score:
+        return None
+    return credit_score_set(
+        actor=actor, consumer=fresh, score=score, reason=f"scorecard {card_row.version}: {reason}"[:MAX_REASON]
+    )
+
+
+# --------------------------------------------------------------------------- scorecards
+
+
+def scorecard_create(
+    *,
+    actor: Actor,
+    version: str,
+    spec: dict[str, Any],
+    source: str = ScorecardSource.TRAINED,
+    pdo: int = 50,
+    anchor_score: int = 600,
+    anchor_odds: int = 19,
+    metrics: dict[str, Any] | None = None,
+    reference_distribution: dict[str, float] | None = None,
+    notes: str = "",
+) -> Scorecard:
+    """Save a new scorecard version, inactive (staff activate it in the admin after review).
+
+    The spec is compiled first, so a card that could not be evaluated is refused
+    (:class:`ValidationFailed`) rather than stored; so is a version name already used.
+    """
+    version = (version or "").strip()
+    if not version or len(version) > 40:
+        message = _("Give the scorecard a version name of 1 to 40 characters.")
+        raise ValidationFailed(message, fields={"version": message})
+    try:
+        compile_spec(spec, version=version)
+    except ScorecardSpecError as exc:
+        raise ValidationFailed(_("The scorecard cannot be evaluated: %(error)s") % {"error": exc}) from None
+    if source not in ScorecardSource.values:
+        raise ValidationFailed(_("Unknown scorecard source."), fields={"source": _("Unknown scorecard source.")})
+    try:
+        with transaction.atomic():
+            card = Scorecard.objects.create(
+                version=version,
+                source=source,
+                spec=spec,
+                pdo=pdo,
+                anchor_score=anchor_score,
+                anchor_odds=anchor_odds,
+                metrics=dict(metrics or {}),
+                reference_distribution=dict(reference_distribution or {}),
+                notes=notes,
+                created_by=_actor_user(actor),
+            )
+            ScorecardEvent.objects.create(
+                scorecard=card, actor=_actor_user(actor), kind=ScorecardEventKind.CREATED, reason=notes[:MAX_REASON]
+            )
+    except IntegrityError:
+        message = _("Scorecard version %(version)s already exists.") % {"version": version}
+        raise ValidationFailed(message, code="duplicate_version", fields={"version": message}) from None
+    logger.info("scorecard created version=%s source=%s", version, source)
+    return card
+
+
+@transaction.atomic(durable=True)
+def scorecard_activate(*, actor: Actor, scorecard: Scorecard, reason: str) -> Scorecard:
+    """Make ``scorecard`` the one new decisions use; the previous active card is deactivated.
+
+    A written reason is required (the activation is audited: a ``deactivated`` event
+    for the old card and an ``activated`` event for the new one, naming the actor).
+    Activating the card that is already active raises :class:`InvalidTransition`.
+    Published scores move to the new card as ``refresh_scores`` runs.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        message = _("Give a reason for activating this scorecard.")
+        raise ValidationFailed(message, fields={"reason": message})
+    # Lock every card involved, in primary-key order, so two activations at once serialise.
+    locked = list(Scorecard.objects.select_for_update().filter(Q(pk=scorecard.pk) | Q(is_active=True)).order_by("pk"))
+    target = next(card for card in locked if card.pk == scorecard.pk)
+    if target.is_active:
+        raise InvalidTransition(
+            _("scorecard %(version)s is already active") % {"version": target.version}, code="already_active"
+        )
+    now = timezone.now()
+    for card in locked:
+        if card.is_active:
+            Scorecard.objects.filter(pk=card.pk).update(is_active=False)
+            ScorecardEvent.objects.create(
+                scorecard=card, actor=_actor_user(actor), kind=ScorecardEventKind.DEACTIVATED, reason=reason
+            )
+    Scorecard.objects.filter(pk=target.pk).update(is_active=True, activated_at=now)
+    ScorecardEvent.objects.create(
+        scorecard=target, actor=_actor_user(actor), kind=ScorecardEventKind.ACTIVATED, reason=reason
+    )
+    target.refresh_from_db()
+    logger.info("scorecard activated version=%s actor=%s", target.version, getattr(actor, "pk", None))
+    return target
+
+
+# --------------------------------------------------------------------------- blocklist
+
+
+def _blocklist_value(kind: str, value: str | None, consumer: Consumer | None) -> str:
+    if kind == BlocklistKind.CONSUMER:
+        if consumer is None:
+            raise ValidationFailed(_("Choose the consumer to block."), fields={"consumer": _("Required.")})
+        return str(consumer.pk)
+    if kind == BlocklistKind.PHONE:
+        raw = value or (consumer.phone if consumer else "")
+        phone = normalize_cn_mobile(raw or "")
+        if len(phone) != 11 or not phone.isdigit():
+            raise ValidationFailed(
+                _("Enter a valid mobile number."), fields={"value": _("Enter a valid mobile number.")}
+            )
+        return phone
+    if kind == BlocklistKind.ID_HASH:
+        hashed = value or (consumer.id_number_hash if consumer else "")
+        if len(hashed or "") != 64:
+            message = _("The consumer has no verified resident ID to block.")
+            raise ValidationFailed(message, fields={"value": message})
+        return hashed
+    raise ValidationFailed(_("Unknown blocklist kind."), fields={"kind": _("Unknown blocklist kind.")})
+
+
+@transaction.atomic(durable=True)
+def blocklist_add(
+    *, actor: Actor, kind: str, reason: str, consumer: Consumer | None = None, value: str | None = None
+) -> BlocklistEntry:
+    """Block a consumer account, a phone number or a resident ID (by its keyed hash) from pay-later.
+
+    ``value`` may be omitted when ``consumer`` is given (their id, phone or ID hash is
+    used). A reason is required. The same thing blocked twice is refused
+    (``already_blocked``). Admission declines a matching consumer with ``blocklisted``.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        message = _("Give a reason for the block.")
+        raise ValidationFailed(message, fields={"reason": message})
+    matched = _blocklist_value(kind, value, consumer)
+    if BlocklistEntry.objects.filter(kind=kind, value=matched, lifted_at__isnull=True).exists():
+        raise ValidationFailed(_("This is already on the blocklist."), code="already_blocked")
+    try:
+        with transaction.atomic():
+            entry = BlocklistEntry.objects.create(
+                kind=kind, value=matched, consumer=consumer, reason=reason, created_by=_actor_user(actor)
+            )
+    except IntegrityError:
+        raise ValidationFailed(_("This is already on the blocklist."), code="already_blocked") from None
+    logger.info("blocklist add kind=%s entry=%s actor=%s", kind, entry.pk, getattr(actor, "pk", None))
+    return entry
+
+
+@transaction.atomic(durable=True)
+def blocklist_lift(*, actor: Actor, entry: BlocklistEntry, reason: str) -> BlocklistEntry:
+    """Lift a blocklist entry (kept for the record), with a reason; lifting twice raises :class:`InvalidTransition`."""
+    reason = (reason or "").strip()
+    if not reason:
+        message = _("Give a reason for lifting the block.")
+        raise ValidationFailed(message, fields={"reason": message})
+    locked = BlocklistEntry.objects.select_for_update().get(pk=entry.pk)
+    if locked.lifted_at is not None:
+        raise InvalidTransition(_("This block was already lifted."), code="already_lifted")
+    locked.lifted_at = timezone.now()
+    locked.lifted_by = _actor_user(actor)
+    locked.lift_reason = reason
+    locked.save(update_fields=["lifted_at", "lifted_by", "lift_reason"])
+    return locked
