@@ -1,0 +1,617 @@
+"""The set-based half of the charge run: claiming a chunk of due orders and recording a chunk of outcomes.
+
+Split from :mod:`bnpl.charging` (which owns the runs, the gateway calls and the
+one-attempt path) because these functions work on hundreds of orders per statement:
+one statement locks and marks a chunk, one inserts its attempts, a handful record its
+outcomes. They follow the same rules as the one-attempt path — the same rows, the
+same lock order — and fall back to it for anything unusual (docs/charging.md).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from consumers.choices import PromiseOutcome
+from consumers.models import Consumer
+from consumers.services import credit_hold_release, promise_record_add
+from merchants.models import Merchant, WebhookEndpoint
+from scoring.models import ConsumerFeatures
+from scoring.services import features_on_charge_attempt, features_on_promise_record
+
+from .choices import ActorKind, OrderStatus
+from .gateway.base import ChargeOutcome, GatewayResult
+from .ledger import ledger_account_code, ledger_account_for, post_completion
+from .models import ChargeAttempt, CreditOrder, LedgerAccount, LedgerTransaction, OrderEvent
+from .models.charging import IN_FLIGHT_STATUSES, AttemptStatus, ChargeTrigger
+from .models.gateway import SandboxFundingSource
+from .models.ledger import AccountKind, TransactionKind
+from .money import ZERO, to_money
+from .webhooks import order_event_webhook
+
+S = OrderStatus
+PAYABLE = (S.COMPLETED, S.COLLECTING, S.OVERDUE)
+MESSAGE_MAX = 255
+
+# Who an order event names, by what started the attempt.
+ACTOR_KIND_BY_TRIGGER = {
+    ChargeTrigger.PAY_NOW: ActorKind.CONSUMER,
+    ChargeTrigger.COLLECT: ActorKind.MERCHANT,
+}
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def retry_delay(failures: int) -> timedelta:
+    """How long after its ``failures``-th failed attempt an order is tried again.
+
+    ``BNPL_CHARGE_RETRY_DELAYS`` for the first failures (default +1 h, +6 h, +24 h),
+    then every ``BNPL_CHARGE_RETRY_EVERY`` (default daily).
+    """
+    delays: Sequence[timedelta] = settings.BNPL_CHARGE_RETRY_DELAYS
+    if 1 <= failures <= len(delays):
+        return delays[failures - 1]
+    return settings.BNPL_CHARGE_RETRY_EVERY
+
+
+def new_attempt_key(order_id: int, sequence: int) -> str:
+    """A fresh idempotency key for attempt ``sequence`` of an order.
+
+    The random part keeps keys unique across environments that share a provider
+    account (a staging database restored from another one reuses order ids).
+    """
+    return f"ca_{order_id}_{sequence}_{secrets.token_hex(8)}"
+
+
+def fee_for(amount_due: Decimal, fee_rate: Decimal) -> Decimal:
+    return to_money(amount_due * fee_rate)
+
+
+# --------------------------------------------------------------------------- attempts to send
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An attempt ready to send: what the gateway call needs, read inside the claim transaction."""
+
+    attempt_id: int
+    order_id: int
+    key: str
+    token: str
+    amount: Decimal
+
+
+def funding_tokens(consumer_ids: Iterable[int]) -> dict[int, str]:
+    """The default funding source token of each consumer (absent: the consumer has none)."""
+    rows = SandboxFundingSource.objects.filter(consumer_id__in=set(consumer_ids), is_default=True).values_list(
+        "consumer_id", "token"
+    )
+    return dict(rows)
+
+
+def completion_posted(order_ids: Iterable[int]) -> set[int]:
+    keys = {f"completion:{pk}": pk for pk in order_ids}
+    found = LedgerTransaction.objects.filter(idempotency_key__in=list(keys)).values_list("idempotency_key", flat=True)
+    return {keys[key] for key in found}
+
+
+# --------------------------------------------------------------------------- recording outcomes (a chunk)
+
+
+@dataclass
+class Tally:
+    """Counts and amounts of recorded outcomes, added to a :class:`ChargeRun` once per chunk."""
+
+    succeeded: int = 0
+    declined: int = 0
+    unknown: int = 0
+    errors: int = 0
+    succeeded_amount: Decimal = ZERO
+    declined_amount: Decimal = ZERO
+    unknown_amount: Decimal = ZERO
+
+    def count(self, status: str, amount: Decimal) -> None:
+        if status == AttemptStatus.SUCCEEDED:
+            self.succeeded += 1
+            self.succeeded_amount += amount
+        elif status in (AttemptStatus.DECLINED, AttemptStatus.NOT_FOUND):
+            self.declined += 1
+            self.declined_amount += amount
+        elif status == AttemptStatus.UNKNOWN:
+            self.unknown += 1
+            self.unknown_amount += amount
+
+    def add(self, other: Tally) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class _Posting:
+    kind: str
+    key: str
+    order_id: int
+    description: str
+    entries: list[tuple[int, Decimal]] = field(default_factory=list)
+
+
+def _account_ids(consumer_ids: set[int], merchant_ids: set[int]) -> dict[str, int]:
+    """Ids of the accounts a chunk posts to, by code, in one query; missing ones are created (rare)."""
+    wanted: dict[str, dict[str, Any]] = {
+        ledger_account_code(AccountKind.PAYMENT_CLEARING): {"kind": AccountKind.PAYMENT_CLEARING},
+        ledger_account_code(AccountKind.PLATFORM_FEE_REVENUE): {"kind": AccountKind.PLATFORM_FEE_REVENUE},
+    }
+    for pk in consumer_ids:
+        code = ledger_account_code(AccountKind.CONSUMER_RECEIVABLE, consumer_id=pk)
+        wanted[code] = {"kind": AccountKind.CONSUMER_RECEIVABLE, "consumer": pk}
+    for pk in merchant_ids:
+        code = ledger_account_code(AccountKind.MERCHANT_PAYABLE, merchant_id=pk)
+        wanted[code] = {"kind": AccountKind.MERCHANT_PAYABLE, "merchant": pk}
+    ids = dict(LedgerAccount.objects.filter(code__in=list(wanted)).values_list("code", "pk"))
+    for code, spec in wanted.items():
+        if code not in ids:
+            ids[code] = ledger_account_for(spec.pop("kind"), **spec).pk
+    return ids
+
+
+def _post_batch(postings: list[_Posting]) -> None:
+    """Write many balanced postings with two statements.
+
+    The same rows ``post_charge`` and ``post_fee`` write one posting at a time; used
+    only for facts recorded for the first time under the chunk's locks (an attempt
+    moving out of pending/unknown), so no key can exist yet. Should one exist all the
+    same, the unique key makes the whole chunk roll back and the per-attempt path (which
+    replays postings idempotently) takes over. The database's triggers stamp the rows
+    and check every transaction's balance at COMMIT, as for any other writer.
+    """
+    if not postings:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO bnpl_ledgertransaction (kind, order_id, idempotency_key, description) "
+            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[]) "
+            "RETURNING idempotency_key, id",
+            [
+                [p.kind for p in postings],
+                [p.order_id for p in postings],
+                [p.key for p in postings],
+                [p.description for p in postings],
+            ],
+        )
+        ids = dict(cursor.fetchall())
+        txn_ids, account_ids, amounts = [], [], []
+        for posting in postings:
+            for account_id, amount in posting.entries:
+                txn_ids.append(ids[posting.key])
+                account_ids.append(account_id)
+                amounts.append(amount)
+        cursor.execute(
+            "INSERT INTO bnpl_ledgerentry (transaction_id, account_id, amount) "
+            "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[])",
+            [txn_ids, account_ids, amounts],
+        )
+
+
+@dataclass(slots=True)
+class _OrderRow:
+    """The columns of a locked order the bulk path reads and writes (no model instance: 200 per chunk)."""
+
+    pk: int
+    status: str
+    consumer_id: int
+    merchant_id: int
+    amount_due: Decimal
+    hold_amount: Decimal
+    charge_failure_count: int
+    collecting_since: datetime | None
+    guaranteed_at: datetime | None
+    paid_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class _AttemptRow:
+    pk: int
+    status: str
+    trigger: str
+    actor_id: int | None
+    amount: Decimal
+    key: str
+    decline_code: str = ""
+    gateway_reference: str = ""
+    message: str = ""
+    finished_at: datetime | None = None
+
+
+_LOCK_ORDERS = (
+    "SELECT id, status, consumer_id, merchant_id, amount_due, hold_amount, charge_failure_count, collecting_since, "
+    "guaranteed_at, paid_at, next_attempt_at FROM bnpl_creditorder WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+)
+_LOCK_ATTEMPTS = (
+    "SELECT id, status, trigger, actor_id, amount, idempotency_key FROM bnpl_chargeattempt "
+    "WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+)
+_UPDATE_ATTEMPTS = """
+UPDATE bnpl_chargeattempt a SET status = v.status, decline_code = v.decline_code,
+    gateway_reference = v.gateway_reference, message = v.message, finished_at = v.finished_at
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
+    AS v(id, status, decline_code, gateway_reference, message, finished_at)
+WHERE a.id = v.id
+"""
+_UPDATE_ORDERS = """
+UPDATE bnpl_creditorder o SET status = v.status, hold_amount = v.hold_amount, paid_at = v.paid_at,
+    charge_in_flight = false, next_attempt_at = v.next_attempt_at, charge_failure_count = v.charge_failure_count,
+    collecting_since = v.collecting_since, updated_at = %s
+FROM unnest(%s::bigint[], %s::text[], %s::numeric[], %s::timestamptz[], %s::timestamptz[], %s::int[],
+            %s::timestamptz[]) AS v(id, status, hold_amount, paid_at, next_attempt_at, charge_failure_count,
+                                    collecting_since)
+WHERE o.id = v.id
+"""
+
+
+def _batchable(attempt: _AttemptRow, order: _OrderRow, result: GatewayResult) -> bool:
+    """Whether an outcome takes the bulk path; the rest go through :func:`charge_attempt_record` one by one."""
+    if result.outcome == ChargeOutcome.SUCCEEDED:
+        # Overdue (recover, unpause) and guaranteed (repay the advance) orders need per-order work.
+        return bool(result.reference) and order.status in (S.COMPLETED, S.COLLECTING) and order.guaranteed_at is None
+    if result.outcome == ChargeOutcome.DECLINED:
+        return attempt.trigger != ChargeTrigger.PAY_NOW and order.status in PAYABLE
+    return result.outcome == ChargeOutcome.UNKNOWN
+
+
+def record_batch(
+    pairs: Sequence[tuple[Outgoing, GatewayResult]],
+) -> tuple[Tally, list[tuple[Outgoing, GatewayResult]]]:
+    """Record the common outcomes of a chunk in one transaction; returns the tally and the rest.
+
+    Handled here, with a few set-based statements: successes of completed or
+    collecting orders without a guarantee, scheduled declines, and unknowns. Everything
+    else (an overdue order paid, a guaranteed one, a pay-now decline, ``not_found``, an
+    order no longer payable) is returned for :func:`charge_attempt_record`, one
+    transaction each. The rows written are the ones that function writes (a test holds
+    the two paths to the same result); the side effects in other apps (credit hold,
+    promise record, scoring features) go through their services, consumer by consumer.
+
+    Lock order: orders (by id), attempts (by id), then per consumer (by id) the credit
+    profile and the scoring features — the order every other writer uses.
+    """
+    tally = Tally()
+    rest: list[tuple[Outgoing, GatewayResult]] = []
+    now = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_LOCK_ORDERS, [sorted({item.order_id for item, _r in pairs})])
+        orders = {row[0]: _OrderRow(*row) for row in cursor.fetchall()}
+        cursor.execute(_LOCK_ATTEMPTS, [sorted(item.attempt_id for item, _r in pairs)])
+        attempts = {row[0]: _AttemptRow(*row) for row in cursor.fetchall()}
+        successes: list[tuple[_AttemptRow, _OrderRow, GatewayResult]] = []
+        failures: list[tuple[_AttemptRow, _OrderRow, GatewayResult]] = []
+        unknowns: list[_AttemptRow] = []
+        for item, result in pairs:
+            attempt, order = attempts[item.attempt_id], orders[item.order_id]
+            if attempt.status not in IN_FLIGHT_STATUSES:
+                continue  # recorded already, by another worker
+            if not _batchable(attempt, order, result):
+                rest.append((item, result))
+            elif result.outcome == ChargeOutcome.SUCCEEDED:
+                successes.append((attempt, order, result))
+            elif result.outcome == ChargeOutcome.DECLINED:
+                failures.append((attempt, order, result))
+            elif attempt.status == AttemptStatus.PENDING:
+                attempt.message = result.message[:MESSAGE_MAX]
+                unknowns.append(attempt)
+            else:
+                tally.count(AttemptStatus.UNKNOWN, attempt.amount)  # asked again, still unknown
+
+        events: list[OrderEvent] = []
+        postings: list[_Posting] = []
+        # Per consumer: hold to release, orders paid (promise records), failed charges (scoring).
+        releases: dict[int, Decimal] = defaultdict(lambda: ZERO)
+        paid_by_consumer: dict[int, list[_OrderRow]] = defaultdict(list)
+        failed_consumers: dict[int, int] = defaultdict(int)
+
+        if successes:
+            paid = [order for _a, order, _r in successes]
+            fee_rates = dict(
+                Merchant.objects.filter(pk__in={o.merchant_id for o in paid}).values_list("pk", "fee_rate")
+            )
+            posted = completion_posted(o.pk for o in paid)
+            for order in paid:
+                if order.pk not in posted and order.amount_due:
+                    # An order completed before completions were posted: post it the ordinary way (rare).
+                    post_completion(CreditOrder.objects.get(pk=order.pk))
+            accounts = _account_ids({o.consumer_id for o in paid}, {o.merchant_id for o in paid})
+            clearing = accounts[ledger_account_code(AccountKind.PAYMENT_CLEARING)]
+            revenue = accounts[ledger_account_code(AccountKind.PLATFORM_FEE_REVENUE)]
+            for attempt, order, result in successes:
+                amount = attempt.amount
+                receivable = accounts[
+                    ledger_account_code(AccountKind.CONSUMER_RECEIVABLE, consumer_id=order.consumer_id)
+                ]
+                postings.append(
+                    _Posting(
+                        TransactionKind.CHARGE,
+                        f"charge:{attempt.key}",
+                        order.pk,
+                        f"charge of order {order.pk}",
+                        [(clearing, amount), (receivable, -amount)],
+                    )
+                )
+                fee = fee_for(order.amount_due, fee_rates[order.merchant_id])
+                if fee > ZERO:
+                    payable = accounts[ledger_account_code(AccountKind.MERCHANT_PAYABLE, merchant_id=order.merchant_id)]
+                    postings.append(
+                        _Posting(
+                            TransactionKind.FEE,
+                            f"fee:{order.pk}",
+                            order.pk,
+                            f"fee on order {order.pk}",
+                            [(payable, fee), (revenue, -fee)],
+                        )
+                    )
+                attempt.status = AttemptStatus.SUCCEEDED
+                attempt.gateway_reference = (result.reference or "")[:64]
+                attempt.message = result.message[:MESSAGE_MAX]
+                attempt.finished_at = now
+                events.append(
+                    OrderEvent(
+                        order_id=order.pk,
+                        actor_id=attempt.actor_id,
+                        actor_kind=ACTOR_KIND_BY_TRIGGER.get(attempt.trigger, ActorKind.SYSTEM),
+                        from_status=order.status,
+                        to_status=S.PAID,
+                        reason=_("Charged"),
+                        data={"attempt": attempt.key, "amount": str(amount), "reference": result.reference},
+                    )
+                )
+                releases[order.consumer_id] += order.hold_amount
+                paid_by_consumer[order.consumer_id].append(order)
+                order.status, order.hold_amount, order.paid_at, order.next_attempt_at = S.PAID, ZERO, now, None
+                tally.count(AttemptStatus.SUCCEEDED, amount)
+
+        for attempt, order, result in failures:
+            attempt.status = AttemptStatus.DECLINED
+            attempt.decline_code = (result.decline_code or "declined")[:32]
+            attempt.gateway_reference = (result.reference or "")[:64]
+            attempt.message = result.message[:MESSAGE_MAX]
+            attempt.finished_at = now
+            order.charge_failure_count += 1
+            order.next_attempt_at = now + retry_delay(order.charge_failure_count)
+            order.collecting_since = order.collecting_since or now
+            if order.status == S.COMPLETED:
+                events.append(
+                    OrderEvent(
+                        order_id=order.pk,
+                        actor_id=attempt.actor_id,
+                        actor_kind=ACTOR_KIND_BY_TRIGGER.get(attempt.trigger, ActorKind.SYSTEM),
+                        from_status=order.status,
+                        to_status=S.COLLECTING,
+                        reason=_("Charge declined: %(code)s") % {"code": attempt.decline_code},
+                        data={
+                            "attempt": attempt.key,
+                            "decline_code": attempt.decline_code,
+                            "next_attempt_at": order.next_attempt_at.isoformat(),
+                        },
+                    )
+                )
+                order.status = S.COLLECTING
+            failed_consumers[order.consumer_id] += 1
+            tally.count(AttemptStatus.DECLINED, attempt.amount)
+
+        for attempt in unknowns:
+            attempt.status = AttemptStatus.UNKNOWN
+            tally.count(AttemptStatus.UNKNOWN, attempt.amount)
+
+        changed = [a for a, _o, _r in successes + failures] + unknowns
+        if changed:
+            cursor.execute(
+                _UPDATE_ATTEMPTS,
+                [
+                    [a.pk for a in changed],
+                    [a.status for a in changed],
+                    [a.decline_code for a in changed],
+                    [a.gateway_reference for a in changed],
+                    [a.message for a in changed],
+                    [a.finished_at for a in changed],
+                ],
+            )
+        touched = [o for _a, o, _r in successes + failures]
+        if touched:
+            cursor.execute(
+                _UPDATE_ORDERS,
+                [
+                    now,
+                    [o.pk for o in touched],
+                    [o.status for o in touched],
+                    [o.hold_amount for o in touched],
+                    [o.paid_at for o in touched],
+                    [o.next_attempt_at for o in touched],
+                    [o.charge_failure_count for o in touched],
+                    [o.collecting_since for o in touched],
+                ],
+            )
+        if events:
+            OrderEvent.objects.bulk_create(events)
+            _enqueue_webhooks(events)
+        _post_batch(postings)
+        consumer_ids = sorted(set(releases) | set(failed_consumers))
+        consumers = Consumer.objects.in_bulk(consumer_ids)
+        # A success matters to scoring only when it clears earlier failures; most consumers have none.
+        had_failures = set(
+            ConsumerFeatures.objects.filter(pk__in=list(paid_by_consumer), charge_failures__gt=0).values_list(
+                "pk", flat=True
+            )
+        )
+        for consumer_id in consumer_ids:
+            _consumer_side_effects(
+                consumers[consumer_id],
+                release=releases.get(consumer_id, ZERO),
+                paid=paid_by_consumer.get(consumer_id, []),
+                failures=failed_consumers.get(consumer_id, 0),
+                clears_failures=consumer_id in had_failures,
+                now=now,
+            )
+    return tally, rest
+
+
+def _enqueue_webhooks(events: list[OrderEvent]) -> None:
+    """Queue the merchants' ``order.<status>`` webhooks of a chunk's transitions, as ``_move`` does one by one.
+
+    Only merchants with an active endpoint can receive one; for the others nothing is
+    loaded (the enqueue would write nothing for them anyway).
+    """
+    merchant_of = dict(CreditOrder.objects.filter(pk__in={e.order_id for e in events}).values_list("pk", "merchant_id"))
+    listening = set(
+        WebhookEndpoint.objects.filter(merchant_id__in=set(merchant_of.values()), is_active=True).values_list(
+            "merchant_id", flat=True
+        )
+    )
+    wanted = [e for e in events if merchant_of[e.order_id] in listening]
+    if not wanted:
+        return
+    orders = CreditOrder.objects.in_bulk({e.order_id for e in wanted})
+    for event in wanted:
+        order_event_webhook(order=orders[event.order_id], event=event)
+
+
+def _consumer_side_effects(
+    consumer: Consumer,
+    *,
+    release: Decimal,
+    paid: list[_OrderRow],
+    failures: int,
+    clears_failures: bool,
+    now: datetime,
+) -> None:
+    """One consumer's part of a chunk: give back the holds, write promise records, tell scoring."""
+    if release > ZERO:
+        credit_hold_release(consumer=consumer, amount=release)
+    for order in paid:
+        record = promise_record_add(
+            consumer=consumer,
+            merchant_id=order.merchant_id,
+            order_id=order.pk,
+            outcome=PromiseOutcome.FULFILLED,
+            amount=order.amount_due,
+            recorded_at=now,
+        )
+        features_on_promise_record(actor=None, record=record)
+    for _n in range(failures):
+        features_on_charge_attempt(actor=None, consumer=consumer, succeeded=False)
+    if paid and not failures and clears_failures:
+        features_on_charge_attempt(actor=None, consumer=consumer, succeeded=True)
+
+
+# --------------------------------------------------------------------------- claiming
+
+
+_CLAIM_DUE = """
+WITH due AS (
+    SELECT id FROM bnpl_creditorder
+    WHERE status = 'completed' AND due_at <= %(now)s AND NOT charge_in_flight AND amount_due > 0
+    AND NOT charge_paused  -- an open dispute pauses the charge (bnpl/disputes.py)
+    ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+)
+UPDATE bnpl_creditorder o SET charge_in_flight = true, charge_attempt_count = o.charge_attempt_count + 1,
+    updated_at = %(now)s
+FROM due WHERE o.id = due.id
+RETURNING o.id, o.consumer_id, o.amount_due + o.late_fee_amount, o.charge_attempt_count, o.status
+"""
+_CLAIM_RETRY = """
+WITH due AS (
+    SELECT id FROM bnpl_creditorder
+    WHERE status IN ('collecting', 'overdue') AND next_attempt_at <= %(now)s AND NOT charge_in_flight
+    AND NOT charge_paused  -- an open dispute pauses the charge (bnpl/disputes.py)
+    ORDER BY next_attempt_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+)
+UPDATE bnpl_creditorder o SET charge_in_flight = true, charge_attempt_count = o.charge_attempt_count + 1,
+    updated_at = %(now)s
+FROM due WHERE o.id = due.id
+RETURNING o.id, o.consumer_id, o.amount_due + o.late_fee_amount, o.charge_attempt_count, o.status
+"""
+_INSERT_ATTEMPTS = """
+INSERT INTO bnpl_chargeattempt (order_id, run_id, sequence, idempotency_key, trigger, amount, funding_token, status,
+    decline_code, message, gateway_reference, send_count, requested_at, last_sent_at)
+SELECT v.order_id, %s, v.sequence, v.key, v.trigger, v.amount, v.token, 'pending', '', '', '', 1, %s, %s
+FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::numeric[], %s::text[])
+    AS v(order_id, sequence, key, trigger, amount, token)
+RETURNING id, order_id
+"""
+
+
+def claim_due(*, run_id: int, limit: int, now: datetime) -> list[Outgoing]:
+    """Lock up to ``limit`` due orders and write their pending attempts, in one transaction.
+
+    Completed orders by due time (partial index ``order_due_idx``), then collecting and
+    overdue ones by next attempt (``order_retry_due_idx``). Each claimed order is marked
+    ``charge_in_flight`` in the same statement that locks it; the flag is in the WHERE
+    clause, so a worker that reaches a row another worker has just claimed re-checks
+    the committed row version (PostgreSQL re-evaluates the condition on the locked,
+    updated row) and skips it: two workers never write two attempts for one order, and
+    the partial unique constraint ``charge_attempt_one_in_flight_per_order`` would refuse
+    it if they tried.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_CLAIM_DUE, {"now": now, "limit": limit})
+        rows = cursor.fetchall()
+        if len(rows) < limit:
+            cursor.execute(_CLAIM_RETRY, {"now": now, "limit": limit - len(rows)})
+            rows += cursor.fetchall()
+        if not rows:
+            return []
+        tokens = funding_tokens(row[1] for row in rows)
+        keys = [new_attempt_key(order_id, sequence) for order_id, _c, _a, sequence, _s in rows]
+        triggers = [ChargeTrigger.SCHEDULED if row[4] == S.COMPLETED else ChargeTrigger.RETRY for row in rows]
+        cursor.execute(
+            _INSERT_ATTEMPTS,
+            [
+                run_id,
+                now,
+                now,
+                [row[0] for row in rows],
+                [row[3] for row in rows],
+                keys,
+                triggers,
+                [row[2] for row in rows],
+                [tokens.get(row[1], "") for row in rows],
+            ],
+        )
+        attempt_of = {order_id: attempt_id for attempt_id, order_id in cursor.fetchall()}
+    return [
+        Outgoing(attempt_of[row[0]], row[0], key, tokens.get(row[1], ""), row[2])
+        for row, key in zip(rows, keys, strict=True)
+    ]
+
+
+def claim_stalled(*, limit: int, now: datetime, older_than: timedelta, exclude: set[int]) -> list[Outgoing]:
+    """Take pending attempts whose worker stopped before recording them, to send again with the same key.
+
+    Index ``charge_attempt_pending_idx``. Each is stamped with a new ``last_sent_at``, so
+    other workers leave it alone for ``older_than``; ``exclude`` holds the attempts this
+    run has in hand. Sending a key twice is safe (the provider replays the first
+    result); this only saves the provider's time.
+    """
+    with transaction.atomic():
+        rows = list(
+            ChargeAttempt.objects.select_for_update(skip_locked=True)
+            .filter(status=AttemptStatus.PENDING, last_sent_at__lte=now - older_than)
+            .exclude(pk__in=exclude)
+            .order_by("last_sent_at")
+            .values_list("id", "order_id", "idempotency_key", "funding_token", "amount")[:limit]
+        )
+        if rows:
+            ChargeAttempt.objects.filter(pk__in=[row[0] for row in rows]).update(
+                last_sent_at=now, send_count=F("send_count") + 1
+            )
+    return [Outgoing(*row) for row in rows]
