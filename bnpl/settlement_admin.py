@@ -1,0 +1,201 @@
+"""Django admin of refunds, disputes and settlement (read-only rows; staff act through services).
+
+- Refunds: read-only, with the gateway key and answer.
+- Disputes: read-only, with evidence and events; actions decide for the consumer or
+  the merchant (``dispute_decide``), asking for the reason on an intermediate page.
+- Settlement batches: read-only with their lines and a statement (对账单) CSV download.
+- Payouts: the "mark paid" action (``payout_mark_paid``) posts the payout to the ledger.
+
+Imported by ``bnpl.admin`` so the registrations happen when the admin is discovered.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from bnpl.admin import ReadOnlyAdminMixin, ReadOnlyInline, _all_fields, _reason_page
+from bnpl.disputes import dispute_decide
+from bnpl.exceptions import DomainError
+from bnpl.models import Dispute, DisputeEvent, DisputeEvidence, Payout, Refund, SettlementBatch, SettlementItem
+from bnpl.models.settlement import DisputeOutcome
+from bnpl.settlement import payout_mark_paid, statement_csv, statement_filename
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Refunds with their fixed gateway key and the provider's answer."""
+
+    list_display = ["id", "order", "amount", "status", "actor_kind", "reason", "requested_at", "finished_at"]
+    list_filter = ["status", "actor_kind"]
+    search_fields = ["gateway_key", "idempotency_key", "order__out_order_no"]
+    list_select_related = ["order"]
+    raw_id_fields = ["order", "dispute"]
+    readonly_fields = _all_fields(Refund)
+
+
+class DisputeEvidenceInline(ReadOnlyInline):
+    model = DisputeEvidence
+    fields = ["file", "uploaded_by", "created_at"]
+    readonly_fields = fields
+
+
+class DisputeEventInline(ReadOnlyInline):
+    model = DisputeEvent
+    fields = ["created_at", "actor", "actor_kind", "from_status", "to_status", "reason"]
+    readonly_fields = fields
+
+
+class _ActionsOnly(admin.ModelAdmin):
+    """Rows read-only; the change permission only gates the actions (which call services)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+
+@admin.register(Dispute)
+class DisputeAdmin(_ActionsOnly):
+    """Disputes: staff read both sides and the evidence, then decide with a reason."""
+
+    list_display = ["id", "order", "consumer", "reason", "disputed_amount", "status", "outcome", "respond_by"]
+    list_filter = ["status", "outcome", "reason", "after_charge"]
+    search_fields = ["order__out_order_no", "consumer__phone"]
+    list_select_related = ["order", "consumer"]
+    inlines = [DisputeEvidenceInline, DisputeEventInline]
+    actions = ["decide_for_consumer", "decide_for_merchant"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Dispute | None = None) -> list[str]:
+        return _all_fields(Dispute)
+
+    def _decide(
+        self, request: HttpRequest, queryset: QuerySet[Dispute], *, outcome: str, action: str, title: str
+    ) -> TemplateResponse | None:
+        form, page = _reason_page(self, request, queryset, action=action, title=title)
+        if page is not None:
+            return page
+        decided = 0
+        for dispute in queryset:
+            try:
+                dispute_decide(actor=request.user, dispute=dispute, outcome=outcome, reason=form.cleaned_data["reason"])
+            except DomainError as exc:
+                self.message_user(request, f"#{dispute.pk}: {exc.message}", messages.WARNING)
+                continue
+            decided += 1
+        self.message_user(
+            request,
+            ngettext("%(n)d dispute decided.", "%(n)d disputes decided.", decided) % {"n": decided},
+            messages.SUCCESS,
+        )
+        return None
+
+    @admin.action(description=_("Decide the selected disputes for the consumer"), permissions=["change"])
+    def decide_for_consumer(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> TemplateResponse | None:
+        return self._decide(
+            request,
+            queryset,
+            outcome=DisputeOutcome.CONSUMER_WON,
+            action="decide_for_consumer",
+            title=_("Decide disputes for the consumer"),
+        )
+
+    @admin.action(description=_("Decide the selected disputes for the merchant"), permissions=["change"])
+    def decide_for_merchant(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> TemplateResponse | None:
+        return self._decide(
+            request,
+            queryset,
+            outcome=DisputeOutcome.MERCHANT_WON,
+            action="decide_for_merchant",
+            title=_("Decide disputes for the merchant"),
+        )
+
+
+class SettlementItemInline(ReadOnlyInline):
+    model = SettlementItem
+    fields = ["occurred_at", "kind", "order", "amount", "ledger_entry", "dispute"]
+    readonly_fields = fields
+
+
+@admin.register(SettlementBatch)
+class SettlementBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Daily settlement batches per merchant, with their lines and the statement download."""
+
+    list_display = [
+        "id",
+        "merchant",
+        "business_date",
+        "gross_amount",
+        "fee_amount",
+        "refund_amount",
+        "held_amount",
+        "net_amount",
+        "item_count",
+        "statement_link",
+    ]
+    list_filter = ["business_date"]
+    search_fields = ["merchant__name"]
+    list_select_related = ["merchant"]
+    inlines = [SettlementItemInline]
+    readonly_fields = [*_all_fields(SettlementBatch), "statement_link"]
+
+    def get_urls(self):
+        own = [
+            path(
+                "<int:batch_id>/statement.csv",
+                self.admin_site.admin_view(self.statement_view),
+                name="bnpl_settlementbatch_statement",
+            )
+        ]
+        return own + super().get_urls()
+
+    @admin.display(description=_("Statement"))
+    def statement_link(self, obj: SettlementBatch) -> str:
+        url = reverse("admin:bnpl_settlementbatch_statement", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, _("CSV"))
+
+    def statement_view(self, request: HttpRequest, batch_id: int) -> HttpResponse:
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        batch = get_object_or_404(SettlementBatch, pk=batch_id)
+        response = HttpResponse(statement_csv(batch), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{statement_filename(batch)}"'
+        return response
+
+
+@admin.register(Payout)
+class PayoutAdmin(_ActionsOnly):
+    """Payouts of settlement batches; "mark paid" records the bank transfer and posts it to the ledger."""
+
+    list_display = ["id", "merchant", "batch", "amount", "status", "paid_at", "reference"]
+    list_filter = ["status"]
+    list_select_related = ["merchant", "batch"]
+    actions = ["mark_paid"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Payout | None = None) -> list[str]:
+        return _all_fields(Payout)
+
+    @admin.action(description=_("Mark the selected payouts paid"), permissions=["change"])
+    def mark_paid(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
+        paid = 0
+        for payout in queryset:
+            try:
+                payout_mark_paid(actor=request.user, payout=payout)
+            except DomainError as exc:
+                self.message_user(request, f"#{payout.pk}: {exc.message}", messages.WARNING)
+                continue
+            paid += 1
+        self.message_user(
+            request, ngettext("%(n)d payout paid.", "%(n)d payouts paid.", paid) % {"n": paid}, messages.SUCCESS
+        )
