@@ -1,0 +1,26 @@
+"""/me/: my pay-later. Order pages are ``bnpl.portal.me``; account settings are ``consumers.views``."""
+
+from django.urls import path
+
+from consumers import views as account
+
+from . import me
+
+app_name = "me"
+
+urlpatterns = [
+    path("", me.home, name="home"),
+    path("orders/", me.orders, name="orders"),
+    path("orders/<int:order_id>/", me.order_detail, name="order"),
+    path("orders/<int:order_id>/pay/", me.order_pay, name="order_pay"),
+    path("orders/<int:order_id>/cancel/", me.order_cancel, name="order_cancel"),
+    path("agreements/", me.agreements, name="agreements"),
+    path("agreements/<int:agreement_id>/revoke/", me.agreement_revoke, name="agreement_revoke"),
+    path("score/", me.score, name="score"),
+    path("payment-methods/", me.payment_methods, name="payment_methods"),
+    path("payment-methods/<int:source_id>/default/", me.payment_method_default, name="payment_method_default"),
+    path("settings/", account.settings_view, name="settings"),
+    path("settings/spend-cap/", account.spend_cap_view, name="spend_cap"),
+    path("settings/verify/", account.verify_identity_view, name="verify"),
+    path("export/", me.data_export, name="export"),
+]
