@@ -251,3 +251,9 @@ class UsageEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 from bnpl import ledger_admin  # noqa: E402, F401  (registers the ledger and sandbox admins)
+
+# isort: split
+from bnpl import charging_admin  # noqa: E402, F401  (registers the charging admins and the collection actions)
+
+# isort: split
+from bnpl import settlement_admin  # noqa: E402, F401  (registers the refund, dispute and settlement admins)

@@ -60,3 +60,8 @@ class ActorKind(models.TextChoices):
     CONSUMER = "consumer", _("Consumer")
     MERCHANT = "merchant", _("Merchant")
     STAFF = "staff", _("Platform")
+
+
+class AgreementSignupStatus(models.TextChoices):
+    PENDING = "pending", _("Awaiting signature")
+    SIGNED = "signed", _("Signed")

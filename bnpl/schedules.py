@@ -138,6 +138,68 @@ JOBS: tuple[JobSpec, ...] = (
         minutes=1,
         description="No-op whose stored result proves the scheduler, broker and workers are alive (/healthz).",
     ),
+    JobSpec(
+        name="charge-run",
+        func="bnpl.tasks.charge_run",
+        schedule_type=Schedule.MINUTES,
+        minutes=1,
+        description="Charge completed orders that are due and collecting orders whose retry is due; resend "
+        "attempts left pending by a dead worker (docs/charging.md). Stops within BNPL_CHARGE_RUN_TIME_BUDGET.",
+    ),
+    JobSpec(
+        name="reconcile-charges",
+        func="bnpl.tasks.reconcile_charges",
+        schedule_type=Schedule.MINUTES,
+        minutes=5,
+        description="Ask the gateway about charge attempts whose outcome is unknown (older than "
+        "BNPL_RECONCILE_AFTER) and record what really happened.",
+    ),
+    JobSpec(
+        name="classify-overdue",
+        func="bnpl.tasks.classify_overdue_orders",
+        schedule_type=Schedule.CRON,
+        cron="30 0 * * *",
+        description="Daily close of business: collecting orders past BNPL_GRACE_PERIOD become overdue "
+        "(consumer paused, promise breached); DPD and buckets of overdue orders are recomputed.",
+    ),
+    JobSpec(
+        name="apply-guarantee",
+        func="bnpl.tasks.apply_platform_guarantee",
+        schedule_type=Schedule.HOURLY,
+        description="Platform guarantee (代偿) for orders whose collection has failed for BNPL_GUARANTEE_WINDOW.",
+    ),
+    JobSpec(
+        name="reconcile-refunds",
+        func="bnpl.refunds.reconcile_pending_refunds",
+        schedule_type=Schedule.MINUTES,
+        minutes=5,
+        description="Ask the gateway about refunds left pending or unknown for 5 minutes and record the outcome "
+        "(a refund the provider never saw is sent again with its own key).",
+    ),
+    JobSpec(
+        name="settle-merchants",
+        func="bnpl.settlement.settle_merchants_task",
+        schedule_type=Schedule.CRON,
+        cron="0 2 * * *",
+        description="Daily settlement: one batch and pending payout per merchant for yesterday's settleable "
+        "payable entries, dispute holds and releases (docs/settlement.md). Safe to run twice.",
+    ),
+    JobSpec(
+        name="deliver-webhooks",
+        func="merchants.tasks.deliver_webhooks",
+        schedule_type=Schedule.MINUTES,
+        minutes=1,
+        kwargs={"run_for_s": 55.0},
+        description="Send due merchant webhooks, sweeping for most of each minute so the 0 s/15 s/15 s retries "
+        "keep their timing (django-q2 schedules at most once a minute); claims skip locked rows.",
+    ),
+    JobSpec(
+        name="purge-idempotency-records",
+        func="merchants.tasks.purge_idempotency_records",
+        schedule_type=Schedule.HOURLY,
+        kwargs={"older_than_hours": 48},
+        description="Delete stored Idempotency-Key responses older than 48 h (the API promises at least 24 h).",
+    ),
 )
 
 

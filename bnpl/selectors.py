@@ -8,13 +8,13 @@ raises ``DoesNotExist`` exactly like an id that does not exist (views turn it in
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from consumers.models import Consumer
 from merchants.models import Merchant
 
 from .choices import OrderStatus
-from .models import Agreement, CreditOrder
+from .models import Agreement, AgreementSignup, CreditOrder
 
 
 def _orders() -> QuerySet[CreditOrder]:
@@ -27,7 +27,8 @@ def _pk(value: object) -> int:
         pk = int(str(value))
     except (TypeError, ValueError):
         raise CreditOrder.DoesNotExist from None
-    if pk <= 0:
+    # Beyond a bigint is no id either (and would otherwise reach the database as an error).
+    if pk <= 0 or pk >= 2**63:
         raise CreditOrder.DoesNotExist
     return pk
 
@@ -75,3 +76,49 @@ def agreement_get_for_consumer(*, consumer: Consumer, agreement_id: int | str) -
     except CreditOrder.DoesNotExist:
         raise Agreement.DoesNotExist from None
     return Agreement.objects.select_related("merchant", "listing").get(consumer=consumer, pk=pk)
+
+
+# --------------------------------------------------------------------------- merchant API
+
+
+def agreements_for_merchant(*, merchant: Merchant) -> QuerySet[Agreement]:
+    """All of ``merchant``'s standing agreements, newest first."""
+    return Agreement.objects.select_related("consumer").filter(merchant=merchant).order_by("-signed_at", "-id")
+
+
+def agreement_get_for_merchant(*, merchant: Merchant, agreement_id: int | str) -> Agreement:
+    """One of ``merchant``'s agreements by id; ``Agreement.DoesNotExist`` for anyone else's."""
+    try:
+        pk = _pk(agreement_id)
+    except CreditOrder.DoesNotExist:
+        raise Agreement.DoesNotExist from None
+    return agreements_for_merchant(merchant=merchant).get(pk=pk)
+
+
+def agreement_signup_get_for_merchant(*, merchant: Merchant, signup_id: int | str) -> AgreementSignup:
+    """One of ``merchant``'s sign-up links by id; ``AgreementSignup.DoesNotExist`` for anyone else's."""
+    try:
+        pk = _pk(signup_id)
+    except CreditOrder.DoesNotExist:
+        raise AgreementSignup.DoesNotExist from None
+    return AgreementSignup.objects.select_related("consumer").get(merchant=merchant, pk=pk)
+
+
+def consumer_get_for_merchant(*, merchant: Merchant, consumer_id: int | str, sandbox: bool) -> Consumer:
+    """A consumer the merchant may name in an API request; ``Consumer.DoesNotExist`` otherwise.
+
+    With a test-mode key (``sandbox=True``) any sandbox consumer (test identities are shared
+    fixtures). With a live key only real consumers who already have an order or an agreement with
+    this merchant: a merchant cannot probe for other people's accounts by id. A sandbox consumer is
+    never found with a live key, nor a real one with a test key.
+    """
+    try:
+        pk = _pk(consumer_id)
+    except CreditOrder.DoesNotExist:
+        raise Consumer.DoesNotExist from None
+    consumers = Consumer.objects.filter(pk=pk, is_sandbox=sandbox)
+    if not sandbox:
+        known = CreditOrder.objects.filter(merchant=merchant, consumer=OuterRef("pk"))
+        signed = Agreement.objects.filter(merchant=merchant, consumer=OuterRef("pk"))
+        consumers = consumers.filter(Exists(known) | Exists(signed))
+    return consumers.get()

@@ -10,20 +10,24 @@ the transaction, which then rolls back), so it changes nothing.
 
 Lock order, to stay free of deadlocks: agreement row → order row → credit profile row.
 
-Charging proper (charge attempts, the ledger) comes later; until then an order is
-settled by :func:`credit_order_mark_paid_elsewhere` ("sync" in WeChat Pay Score's
-terms), which is also what the demo data uses for paid orders.
+Charging proper (charge attempts, retries, reconciliation) lives in :mod:`bnpl.charging`,
+overdue, guarantee and write-off in :mod:`bnpl.overdue`. The ledger is posted here where
+an order's money facts arise: completion (``post_completion``) and payment elsewhere
+(``post_amount_reduction``), in the same transaction as the transition.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -39,13 +43,16 @@ from merchants.choices import ConfirmMode, ListingStatus, MerchantStatus
 from merchants.models import Listing, Merchant
 from merchants.pricing import BillLineDraft, PricingRuleError, UsageItem, bill_total, parse_rule, rate
 from scoring.choices import DecisionChannel, ReasonCode
-from scoring.services import admission_assess
+from scoring.services import admission_assess, features_on_order_opened, features_on_promise_record
 
 from .choices import ALLOWED_TRANSITIONS, OPEN_STATUSES, USAGE_STATUSES, ActorKind, AgreementStatus, OrderStatus
 from .exceptions import InsufficientCredit, InvalidTransition, NotAllowed, ValidationFailed
-from .models import Agreement, BillLine, CreditOrder, OrderEvent, UsageEvent
+from .ledger import ledger_account_for, ledger_post, post_amount_reduction, post_completion
+from .models import Agreement, AgreementSignup, BillLine, CreditOrder, LedgerTransaction, OrderEvent, UsageEvent
+from .models.ledger import AccountKind, TransactionKind
 from .money import ZERO, MoneyError, parse_money, to_money
 from .policies import due_at_for
+from .webhooks import agreement_webhook, order_event_webhook
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -128,6 +135,8 @@ def _move(
     )
     order.status = to
     order.save(update_fields=["status", "updated_at", *update_fields])
+    # The merchant's webhook (order.<to>) is queued in this same transaction: no callback for a rollback.
+    order_event_webhook(order=order, event=event)
     return event
 
 
@@ -197,13 +206,15 @@ def agreement_sign(*, actor: Actor, consumer: Consumer, listing: Listing) -> Agr
         if decision.approved:
             try:
                 with transaction.atomic():
-                    return Agreement.objects.create(
+                    agreement = Agreement.objects.create(
                         consumer=consumer,
                         merchant=listing.merchant,
                         listing=listing,
                         status=AgreementStatus.VALID,
                         signed_at=timezone.now(),
                     )
+                    agreement_webhook(agreement=agreement, event_type="agreement.signed")
+                    return agreement
             except IntegrityError as exc:
                 if _constraint_name(exc) != "agreement_one_valid_per_listing":
                     raise
@@ -235,7 +246,66 @@ def agreement_close(*, actor: Actor, agreement: Agreement, reason: str = "") -> 
     agreement.closed_at = timezone.now()
     agreement.close_reason = reason
     agreement.save(update_fields=["status", "closed_at", "close_reason"])
+    agreement_webhook(agreement=agreement, event_type="agreement.closed")
     return agreement
+
+
+AGREEMENT_SIGNUP_TTL = timedelta(hours=24)
+MAX_OUT_AGREEMENT_NO = 64
+
+
+@transaction.atomic
+def agreement_signup_create(
+    *,
+    actor: Actor,
+    merchant: Merchant,
+    listing: Listing,
+    out_agreement_no: str,
+    consumer: Consumer | None = None,
+    livemode: bool = True,
+) -> AgreementSignup:
+    """Create a sign-up link (``SITE_URL/pay/agreement/<token>``) for a listing's standing agreement.
+
+    The consumer signs on the hosted page (which assesses them, as every entry is assessed); this
+    only stores the single-use token with a deadline. ``consumer``, when given, is the only person
+    who may sign through the link. ``out_agreement_no`` is the merchant's reference, unique per
+    merchant (``duplicate_out_agreement_no``). Not durable: the API stores its idempotent response
+    in the same transaction.
+    """
+    listing = _fresh_listing(listing)
+    if listing.merchant_id != merchant.pk:
+        message = _("This service belongs to another merchant.")
+        raise ValidationFailed(message, fields={"listing": message})
+    if listing.confirm_mode != ConfirmMode.AGREEMENT:
+        message = _("This service is confirmed order by order; it has no standing agreement.")
+        raise ValidationFailed(message, code="not_agreement_listing", fields={"listing": message})
+    _require_operating(listing)
+    out_agreement_no = (out_agreement_no or "").strip()
+    if not out_agreement_no or len(out_agreement_no) > MAX_OUT_AGREEMENT_NO:
+        message = _("Give the merchant agreement number (1 to %(n)d characters).") % {"n": MAX_OUT_AGREEMENT_NO}
+        raise ValidationFailed(message, fields={"out_agreement_no": message})
+    duplicate = ValidationFailed(
+        _("Merchant agreement number %(no)s is already used.") % {"no": out_agreement_no},
+        code="duplicate_out_agreement_no",
+        fields={"out_agreement_no": _("Already used.")},
+    )
+    if AgreementSignup.objects.filter(merchant=merchant, out_agreement_no=out_agreement_no).exists():
+        raise duplicate
+    try:
+        with transaction.atomic():
+            return AgreementSignup.objects.create(
+                merchant=merchant,
+                listing=listing,
+                consumer=consumer,
+                out_agreement_no=out_agreement_no,
+                livemode=livemode,
+                token=secrets.token_urlsafe(32),
+                expires_at=timezone.now() + AGREEMENT_SIGNUP_TTL,
+            )
+    except IntegrityError as exc:
+        if _constraint_name(exc) != "signup_out_agreement_no_unique":
+            raise
+        raise duplicate from None
 
 
 # --------------------------------------------------------------------------- credit orders
@@ -294,6 +364,10 @@ def _admit(
                 {"code": ReasonCode.INSUFFICIENT_LIMIT.value, "message": str(ReasonCode.INSUFFICIENT_LIMIT.label)}
             ]
         else:
+            # The score's open-order, velocity and tenure counters move with the hold.
+            features_on_order_opened(
+                actor=actor, consumer=consumer, merchant_id=order.merchant_id, scenario=order.scenario
+            )
             order.hold_amount = order.max_amount
             order.confirmed_at = now
             _move(
@@ -495,7 +569,7 @@ def credit_order_cancel(*, actor: Actor, actor_kind: str, order: CreditOrder, re
     )
     if was_active:
         assert order.consumer is not None
-        promise_record_add(
+        record = promise_record_add(
             consumer=order.consumer,
             merchant_id=order.merchant_id,
             order_id=order.pk,
@@ -503,6 +577,7 @@ def credit_order_cancel(*, actor: Actor, actor_kind: str, order: CreditOrder, re
             amount=ZERO,
             recorded_at=now,
         )
+        features_on_promise_record(actor=actor, record=record)
     return order
 
 
@@ -622,6 +697,231 @@ def _usage_replay(existing: UsageEvent, *, order: CreditOrder, quantity: Decimal
     return existing
 
 
+MAX_USAGE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class UsageInput:
+    """One usage report of a batch; the order is named by platform id or by ``out_order_no``."""
+
+    merchant_event_id: str
+    quantity: Decimal | str | int
+    occurred_at: datetime
+    order_id: int | None = None
+    out_order_no: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UsageBatchResult:
+    """What a batch did: how many events are new, and the ids that were already recorded (replays)."""
+
+    received: int
+    created: int
+    duplicates: list[str]
+
+
+_USAGE_INSERT_SQL = """
+INSERT INTO {table} (merchant_id, order_id, merchant_event_id, quantity, occurred_at, properties, created_at)
+SELECT %s, r.order_id, r.event_id, r.quantity, r.occurred_at, coalesce(r.properties, '{{}}'::jsonb), %s
+FROM jsonb_to_recordset(%s::jsonb)
+    AS r(order_id bigint, event_id text, quantity numeric, occurred_at timestamptz, properties jsonb)
+ON CONFLICT ON CONSTRAINT usage_event_id_unique DO NOTHING
+RETURNING merchant_event_id
+"""
+_USAGE_RECORDED_SQL = """
+SELECT merchant_event_id, order_id, quantity FROM {table} WHERE merchant_id = %s AND merchant_event_id = ANY(%s)
+"""
+
+
+def _quick_quantity(value: object) -> Decimal | None:
+    """The common case of :func:`_parse_quantity` without building its error message; None if not simple."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return None
+    try:
+        quantity = Decimal(value) if isinstance(value, int) else Decimal(value.strip())
+    except (InvalidOperation, ValueError):
+        return None
+    if not quantity.is_finite() or quantity < 0 or quantity >= MAX_QUANTITY:
+        return None
+    quantized = quantity.quantize(QUANTITY_STEP)
+    return quantized if quantized == quantity else None
+
+
+def _usage_batch_clean(events: Sequence[UsageInput]) -> list[tuple[UsageInput, str, Decimal]]:
+    if not 1 <= len(events) <= MAX_USAGE_BATCH:
+        message = _("Send between 1 and %(n)d events.") % {"n": MAX_USAGE_BATCH}
+        raise ValidationFailed(message, fields={"events": message})
+    errors: dict[str, str] = {}
+    cleaned: list[tuple[UsageInput, str, Decimal]] = []
+    for index, item in enumerate(events):
+        prefix = f"events[{index}]"
+        event_id = (item.merchant_event_id or "").strip()
+        if not event_id or len(event_id) > 64:
+            errors[f"{prefix}.merchant_event_id"] = _("Give the event id (1 to 64 characters).")
+        quantity = _quick_quantity(item.quantity)
+        if quantity is None:
+            try:
+                quantity = _parse_quantity(item.quantity, f"{prefix}.quantity")
+            except ValidationFailed as exc:
+                errors.update(exc.fields)
+                quantity = ZERO
+        if not isinstance(item.occurred_at, datetime) or timezone.is_naive(item.occurred_at):
+            errors[f"{prefix}.occurred_at"] = _("Give the time with its time zone.")
+        if (item.order_id is None) == (item.out_order_no is None):
+            errors[f"{prefix}.order_id"] = _("Name the order by order_id or by out_order_no (one of them).")
+        elif item.order_id is not None and (
+            isinstance(item.order_id, bool) or not isinstance(item.order_id, int) or not 0 < item.order_id < 2**63
+        ):
+            errors[f"{prefix}.order_id"] = _("No such order.")
+        if not isinstance(item.properties, Mapping):
+            errors[f"{prefix}.properties"] = _("Must be an object.")
+        cleaned.append((item, event_id, quantity))
+    if errors:
+        raise ValidationFailed(_("The usage events have errors."), fields=errors)
+    return cleaned
+
+
+def _usage_recorded(merchant: Merchant, event_ids: Sequence[str]) -> dict[str, tuple[int, Decimal]]:
+    """What is recorded under these event ids: ``{id: (order_id, quantity)}`` (one array parameter, not an IN list)."""
+    table = connection.ops.quote_name(UsageEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(_USAGE_RECORDED_SQL.format(table=table), [merchant.pk, list(event_ids)])
+        return {event_id: (order_id, quantity) for event_id, order_id, quantity in cursor.fetchall()}
+
+
+@transaction.atomic
+def usage_record_batch(
+    *,
+    actor: Actor,
+    merchant: Merchant,
+    events: Sequence[UsageInput],
+    sandbox: bool | None = None,
+) -> UsageBatchResult:
+    """Record up to :data:`MAX_USAGE_BATCH` usage reports of the merchant's orders in one transaction.
+
+    All or nothing: any invalid event, unknown order (``order_not_found``), order that no longer
+    takes usage (``invalid_state``) or reused event id (``duplicate_event_conflict``) refuses the
+    whole batch, naming the event (``events[i].…``). An event id already recorded with the same
+    order and quantity is a replay: counted in ``duplicates``, not recorded twice — the same
+    contract as :func:`usage_record`. ``sandbox`` (the API key's mode) restricts the batch to
+    orders of sandbox (True) or real (False) consumers (``livemode_mismatch``).
+
+    Built for throughput: orders are resolved and locked in one query (in id order, so two batches
+    never deadlock), and the new events are written by one ``INSERT … SELECT FROM
+    jsonb_to_recordset(…) ON CONFLICT DO NOTHING``; only the ids that insert skipped (already
+    recorded) are read back and compared. Not durable: the API stores the idempotent response in
+    the same transaction, and a refusal after the insert rolls the whole batch back.
+    """
+    cleaned = _usage_batch_clean(events)
+    ids = {item.order_id for item, _eid, _q in cleaned if item.order_id is not None}
+    numbers = {item.out_order_no for item, _eid, _q in cleaned if item.out_order_no is not None}
+    # Locks the merchant's named orders in id order; another merchant's ids are simply not found.
+    orders = list(
+        CreditOrder.objects.select_for_update(of=("self",))
+        .select_related("consumer")
+        .only("id", "merchant_id", "status", "out_order_no", "consumer__id", "consumer__is_sandbox")
+        .filter(Q(pk__in=ids) | Q(out_order_no__in=numbers), merchant=merchant)
+        .order_by("pk")
+    )
+    by_id = {order.pk: order for order in orders}
+    by_number = {order.out_order_no: order for order in orders}
+    resolved: list[tuple[int, str, Decimal, CreditOrder, UsageInput]] = []
+    errors: dict[str, str] = {}
+    for index, (item, event_id, quantity) in enumerate(cleaned):
+        order = by_id.get(item.order_id) if item.order_id is not None else by_number.get(item.out_order_no or "")
+        if order is None:
+            key = "order_id" if item.order_id is not None else "out_order_no"
+            errors[f"events[{index}].{key}"] = _("No such order.")
+            continue
+        resolved.append((index, event_id, quantity, order, item))
+    if errors:
+        raise ValidationFailed(_("Some events name orders that do not exist."), code="order_not_found", fields=errors)
+    if sandbox is not None:
+        for index, _eid, _q, order, _item in resolved:
+            if order.consumer is None or order.consumer.is_sandbox != sandbox:
+                raise NotAllowed(
+                    _("events[%(i)d]: this key's mode cannot act on order %(order)s.")
+                    % {"i": index, "order": order.out_order_no},
+                    code="livemode_mismatch",
+                )
+
+    def conflict(index: int, event_id: str) -> ValidationFailed:
+        message = _("Event id %(id)s was already used for a different report.") % {"id": event_id}
+        return ValidationFailed(
+            message, code="duplicate_event_conflict", fields={f"events[{index}].merchant_event_id": message}
+        )
+
+    def replays(candidates: list[tuple[int, str, Decimal, CreditOrder, UsageInput]]) -> list[tuple[int, str]]:
+        """The candidates already recorded identically; a different recording is a conflict."""
+        recorded = _usage_recorded(merchant, [event_id for _i, event_id, _q, _o, _it in candidates])
+        found = []
+        for index, event_id, quantity, order, _item in candidates:
+            previous = recorded.get(event_id)
+            if previous is None:
+                continue
+            if previous != (order.pk, quantity):
+                raise conflict(index, event_id)
+            found.append((index, event_id))
+        return found
+
+    seen: dict[str, tuple[int, Decimal]] = {}
+    duplicates: list[tuple[int, str]] = []
+    candidates: list[tuple[int, str, Decimal, CreditOrder, UsageInput]] = []
+    for index, event_id, quantity, order, item in resolved:
+        if event_id in seen:
+            if seen[event_id] != (order.pk, quantity):
+                raise conflict(index, event_id)
+            duplicates.append((index, event_id))
+            continue
+        seen[event_id] = (order.pk, quantity)
+        candidates.append((index, event_id, quantity, order, item))
+
+    # An order that no longer takes usage may still receive replays of what it recorded.
+    closed = [c for c in candidates if c[3].status not in USAGE_STATUSES]
+    if closed:
+        replayed = replays(closed)
+        replayed_ids = {event_id for _i, event_id in replayed}
+        for index, event_id, _q, order, _item in closed:
+            if event_id not in replayed_ids:
+                refusal = _refusal(order, "given usage")
+                refusal.fields = {f"events[{index}].order_id": refusal.message}
+                raise refusal
+        duplicates.extend(replayed)
+        candidates = [c for c in candidates if c[1] not in replayed_ids]
+
+    created = 0
+    if candidates:
+        rows = [
+            {
+                "order_id": order.pk,
+                "event_id": event_id,
+                "quantity": str(quantity),
+                "occurred_at": item.occurred_at.isoformat(),
+                "properties": dict(item.properties),
+            }
+            for _i, event_id, quantity, order, item in candidates
+        ]
+        table = connection.ops.quote_name(UsageEvent._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _USAGE_INSERT_SQL.format(table=table),
+                [merchant.pk, timezone.now(), json.dumps(rows, ensure_ascii=False, separators=(",", ":"))],
+            )
+            inserted = {row[0] for row in cursor.fetchall()}
+        created = len(inserted)
+        if created != len(candidates):
+            # Recorded before (a retried report), or by a concurrent batch that committed first.
+            skipped = [c for c in candidates if c[1] not in inserted]
+            found = replays(skipped)
+            if len(found) != len(skipped):  # vanished meanwhile: cannot happen, the ids are unique forever
+                raise RuntimeError("usage events skipped by the insert are not recorded")
+            duplicates.extend(found)
+    return UsageBatchResult(
+        received=len(events), created=created, duplicates=[event_id for _i, event_id in sorted(duplicates)]
+    )
+
+
 def _merchant_lines(lines: Sequence[Mapping[str, Any]], discounts: Sequence[Mapping[str, Any]]) -> list[BillLineDraft]:
     """Validate the bill a merchant sends: every line explainable as quantity × unit price."""
     errors: dict[str, str] = {}
@@ -724,8 +1024,10 @@ def credit_order_complete(
     also be given with a usage bill. ``amount_due = Σ lines − Σ discounts`` must lie
     between 0 and the order's ``max_amount`` (invariant 4), else nothing changes.
 
-    The hold shrinks from the cap to the amount due. A bill of zero has nothing to
-    charge: the order goes on to ``paid`` in the same transaction, its promise kept.
+    The hold shrinks from the cap to the amount due, and the ledger records the bill
+    (``post_completion``: the consumer owes it, the merchant is owed it). A bill of zero
+    has nothing to charge or post: the order goes on to ``paid`` in the same
+    transaction, its promise kept.
     """
     order = _lock_order(order)
     _require_state(order, sources={S.ACTIVE}, target=S.COMPLETED, action="completed")
@@ -781,17 +1083,20 @@ def credit_order_complete(
         },
         update_fields=["hold_amount", "amount_due", "completed_at", "due_at"],
     )
+    if total > 0:
+        post_completion(order, amount=total)
     if total == 0:
         _hold_release_all(order)
+        order.paid_at = now
         _move(
             order,
             to=S.PAID,
             actor=actor,
             actor_kind=actor_kind,
             reason=_("nothing to charge"),
-            update_fields=["hold_amount"],
+            update_fields=["hold_amount", "paid_at"],
         )
-        promise_record_add(
+        record = promise_record_add(
             consumer=order.consumer,
             merchant_id=order.merchant_id,
             order_id=order.pk,
@@ -799,6 +1104,7 @@ def credit_order_complete(
             amount=ZERO,
             recorded_at=now,
         )
+        features_on_promise_record(actor=actor, record=record)
     return order
 
 
@@ -809,14 +1115,27 @@ def credit_order_mark_paid_elsewhere(*, actor: Actor, actor_kind: str, order: Cr
     The hold is given back. The promise record becomes ``fulfilled`` for an order paid
     while completed or collecting; an overdue order whose record was already written as
     ``breached`` becomes ``recovered`` (paid late), and one without a record yet
-    (the overdue job had not written it) is ``fulfilled``.
+    (the overdue job had not written it) is ``fulfilled``. A consumer paused for this
+    overdue order is unpaused when no other order of theirs is overdue.
+
+    Ledger: the platform will not collect the bill, so the completion is reversed
+    (``post_amount_reduction``, key ``adjustment:paid_elsewhere:<order>``) and a late fee,
+    if one was added, is waived (``adjustment:late_fee_waived:<order>``). Refused while a
+    charge attempt is in flight (``charge_in_progress``): it might still take the money.
     """
     reason = _required_reason(reason)
     order = _lock_order(order)
     _require_state(order, sources={S.COMPLETED, S.COLLECTING, S.OVERDUE}, target=S.PAID, action="marked paid")
+    if order.charge_in_flight:
+        raise NotAllowed(
+            _("A charge of this order is in progress; try again when it is settled."), code="charge_in_progress"
+        )
     was_overdue = order.status == S.OVERDUE
     now = timezone.now()
+    _post_paid_elsewhere(order)
     _hold_release_all(order)
+    order.paid_at = now
+    order.next_attempt_at = None
     _move(
         order,
         to=S.PAID,
@@ -824,14 +1143,20 @@ def credit_order_mark_paid_elsewhere(*, actor: Actor, actor_kind: str, order: Cr
         actor_kind=actor_kind,
         reason=reason,
         data={"channel": "elsewhere", "amount": str(order.amount_due)},
-        update_fields=["hold_amount"],
+        update_fields=["hold_amount", "paid_at", "next_attempt_at"],
     )
     assert order.consumer is not None
+    if was_overdue:
+        # Imported here: bnpl.overdue builds on this module's transition helpers.
+        from .overdue import overdue_pause_lift
+
+        overdue_pause_lift(actor=actor, order=order)
     breached = PromiseRecord.objects.filter(order_id=order.pk, outcome=PromiseOutcome.BREACHED).exists()
     if was_overdue and breached:
-        promise_record_recover(order_id=order.pk, recorded_at=now)
+        record = promise_record_recover(order_id=order.pk, recorded_at=now)
+        features_on_promise_record(actor=actor, record=record, days_past_due=getattr(order, "dpd", None))
     else:
-        promise_record_add(
+        record = promise_record_add(
             consumer=order.consumer,
             merchant_id=order.merchant_id,
             order_id=order.pk,
@@ -839,4 +1164,33 @@ def credit_order_mark_paid_elsewhere(*, actor: Actor, actor_kind: str, order: Cr
             amount=order.amount_due or ZERO,
             recorded_at=now,
         )
+        features_on_promise_record(actor=actor, record=record)
     return order
+
+
+def _post_paid_elsewhere(order: CreditOrder) -> None:
+    """Reverse in the ledger what the platform will no longer collect on an order paid elsewhere.
+
+    Only what was posted is reversed: an order completed before completions were posted
+    has nothing to reverse.
+    """
+    if not order.amount_due or not LedgerTransaction.objects.filter(idempotency_key=f"completion:{order.pk}").exists():
+        return
+    post_amount_reduction(
+        order,
+        reduction_key=f"paid_elsewhere:{order.pk}",
+        amount=order.amount_due,
+        description=f"order {order.pk} paid elsewhere",
+    )
+    if order.late_fee_amount > 0:
+        fee = order.late_fee_amount
+        ledger_post(
+            kind=TransactionKind.ADJUSTMENT,
+            idempotency_key=f"adjustment:late_fee_waived:{order.pk}",
+            order=order,
+            entries=[
+                (ledger_account_for(AccountKind.PLATFORM_FEE_REVENUE), fee),
+                (ledger_account_for(AccountKind.CONSUMER_RECEIVABLE, consumer=order.consumer_id), -fee),
+            ],
+            description=f"late fee on order {order.pk} waived: paid elsewhere",
+        )

@@ -32,7 +32,11 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    # Login throttling (django-axes): repeated failed logins lock that phone/username from that address.
+    "axes",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "django_q",
     "merchants",
@@ -52,6 +56,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out login attempt into the lockout page (HTTP 429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "bnpl.urls"
@@ -123,6 +129,20 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / ".data" / "media"
 
 LOGIN_URL = "admin:login"
 
+# --- Login throttling (django-axes). The axes backend goes first: it refuses an attempt while the
+# (username, IP) pair is locked, then ModelBackend checks the password. Admin and consumer logins both
+# pass the request to authenticate(), which axes needs; tests that use client.force_login bypass it.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+# Lock the (account, address) pair: a stranger guessing one phone number cannot lock its owner out everywhere.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "consumers/locked_out.html"
+
 # --- Security. Production values are the defaults; DJANGO_DEBUG=1 relaxes them for a laptop.
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -148,7 +168,7 @@ CACHES = {
 # finite attempts so a poisoned task stops. Every task is idempotent anyway (they sweep the DB).
 Q_CLUSTER = {
     "name": "bnpl",
-    "workers": env.int("Q_WORKERS", default=2),
+    "workers": env.int("Q_WORKERS", default=4),
     "timeout": env.int("Q_TIMEOUT", default=300),
     "retry": env.int("Q_RETRY", default=360),
     "max_attempts": 3,
@@ -168,6 +188,30 @@ BNPL_PLATFORM_NAME = env.str("BNPL_PLATFORM_NAME", default="先享后付")
 BNPL_DEFAULT_FEE_RATE = Decimal(env.str("BNPL_DEFAULT_FEE_RATE", default="0.0060"))
 BNPL_CONFIRMATION_TTL = timedelta(minutes=env.int("BNPL_CONFIRMATION_TTL_MINUTES", default=30))
 BNPL_SCHEDULER_STALE_AFTER = timedelta(seconds=env.int("BNPL_SCHEDULER_STALE_AFTER_SECONDS", default=180))
+# Charging and collection (docs/charging.md).
+BNPL_CHARGE_CHUNK_SIZE = env.int("BNPL_CHARGE_CHUNK_SIZE", default=200)
+BNPL_CHARGE_THREADS = env.int("BNPL_CHARGE_THREADS", default=16)
+# A charge run stops taking new chunks after this long (below Q_TIMEOUT; the next run goes on).
+BNPL_CHARGE_RUN_TIME_BUDGET = timedelta(seconds=env.int("BNPL_CHARGE_RUN_TIME_BUDGET_SECONDS", default=240))
+# A running charge run whose progress stopped this long ago is marked failed (its worker died).
+BNPL_CHARGE_RUN_STALE_AFTER = timedelta(seconds=env.int("BNPL_CHARGE_RUN_STALE_AFTER_SECONDS", default=900))
+# Pending attempts older than this are sent again with the same key (their worker died before recording them).
+BNPL_CHARGE_RESEND_PENDING_AFTER = timedelta(seconds=env.int("BNPL_CHARGE_RESEND_PENDING_AFTER_SECONDS", default=120))
+# Unknown attempts are queried no earlier than this after their last send, when no request can still be landing.
+BNPL_RECONCILE_AFTER = timedelta(seconds=env.int("BNPL_RECONCILE_AFTER_SECONDS", default=300))
+# Retry schedule after a declined charge: these delays for the 1st, 2nd, 3rd failure, then every RETRY_EVERY.
+BNPL_CHARGE_RETRY_DELAYS = tuple(
+    timedelta(hours=float(h)) for h in env.list("BNPL_CHARGE_RETRY_DELAYS_HOURS", default=["1", "6", "24"])
+)
+BNPL_CHARGE_RETRY_EVERY = timedelta(hours=env.float("BNPL_CHARGE_RETRY_EVERY_HOURS", default=24))
+# A collecting order becomes overdue this long after its due time (paused consumer, breached promise).
+BNPL_GRACE_PERIOD = timedelta(hours=env.float("BNPL_GRACE_PERIOD_HOURS", default=72))
+# The platform pays the merchant (代偿) once collection has failed this long since the first failed attempt.
+BNPL_GUARANTEE_WINDOW = timedelta(hours=env.float("BNPL_GUARANTEE_WINDOW_HOURS", default=72))
+# Late fee charged once when an order becomes overdue: 0 = none (the default, like Affirm). When set, it is
+# capped at BNPL_LATE_FEE_MAX_SHARE of the order's amount due.
+BNPL_LATE_FEE_AMOUNT = Decimal(env.str("BNPL_LATE_FEE_AMOUNT", default="0.00"))
+BNPL_LATE_FEE_MAX_SHARE = Decimal(env.str("BNPL_LATE_FEE_MAX_SHARE", default="0.10"))
 
 # --- Payment gateway: "sandbox" (in-process) or "sandbox_http" (the sandbox endpoint of a running server).
 BNPL_GATEWAY = env.str("BNPL_GATEWAY", default="sandbox")
@@ -176,11 +220,44 @@ BNPL_GATEWAY_TIMEOUT_S = env.float("BNPL_GATEWAY_TIMEOUT_S", default=5.0)
 # Serves /sandbox/gateway/ (moves simulated money, no credentials): never enable in production.
 BNPL_SANDBOX_HTTP_ENABLED = env.bool("BNPL_SANDBOX_HTTP_ENABLED", default=False)
 
+# --- Merchant REST API (/api/v1/, docs/api.md). Views opt in to API-key authentication; nothing else is exposed.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "bnpl.api.errors.exception_handler",
     "COERCE_DECIMAL_TO_STRING": True,
+    "DATETIME_FORMAT": "iso-8601",
+    "UNAUTHENTICATED_USER": None,
 }
+SPECTACULAR_SETTINGS = {
+    "TITLE": "先享后付 merchant API",
+    "DESCRIPTION": "Credit orders, agreements, usage and listings for merchants' systems. See docs/api.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "bnpl.choices.OrderStatus",
+        "ListingStatusEnum": "merchants.choices.ListingStatus",
+    },
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+}
+# Requests per second per API key (a fixed one-second window counted in PostgreSQL).
+BNPL_API_RATE_LIMIT_LIVE = env.int("BNPL_API_RATE_LIMIT_LIVE", default=100)
+BNPL_API_RATE_LIMIT_TEST = env.int("BNPL_API_RATE_LIMIT_TEST", default=25)
+# Webhooks: targets on private/loopback/link-local addresses are refused unless this is on (local development).
+BNPL_WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("BNPL_WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
+# Seconds a merchant's server has to answer a callback (WeChat Pay Score: 5 s).
+BNPL_WEBHOOK_TIMEOUT_S = env.float("BNPL_WEBHOOK_TIMEOUT_S", default=5.0)
+# Key that encrypts webhook signing secrets at rest (defaults to DJANGO_SECRET_KEY).
+BNPL_WEBHOOK_SECRET_KEY = env.str("BNPL_WEBHOOK_SECRET_KEY", default="")
 
 LOGGING = {
     "version": 1,

@@ -10,8 +10,10 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from .charging import reconcile_unknown_attempts, run_charges
 from .choices import OrderStatus
-from .models import CreditOrder
+from .models import ChargeRun, CreditOrder
+from .overdue import apply_guarantee, classify_overdue
 from .services import credit_order_expire
 
 EXPIRY_CHUNK = 100
@@ -41,3 +43,44 @@ def expire_pending_orders(limit: int = 500) -> int:
         if len(batch) < size:
             break
     return expired
+
+
+def _run_summary(run: ChargeRun) -> dict[str, object]:
+    # Kept small: django-q2 stores every task's result.
+    return {
+        "run": run.pk,
+        "status": run.status,
+        "claimed": run.claimed,
+        "resent": run.resent,
+        "succeeded": run.succeeded,
+        "declined": run.declined,
+        "unknown": run.unknown,
+        "errors": run.errors,
+        "succeeded_amount": str(run.succeeded_amount),
+    }
+
+
+def charge_run() -> dict[str, object]:
+    """The charge run (every minute): charge due orders and retries, resend stalled attempts.
+
+    Several of these may run at once (a backlog outlasts a minute; django-q2 may deliver
+    twice): they share the work through ``SKIP LOCKED`` and stop within
+    ``BNPL_CHARGE_RUN_TIME_BUDGET``, below the cluster's timeout.
+    """
+    return _run_summary(run_charges())
+
+
+def reconcile_charges() -> dict[str, object]:
+    """Reconcile attempts whose outcome is unknown (every 5 minutes)."""
+    return _run_summary(reconcile_unknown_attempts())
+
+
+def classify_overdue_orders() -> dict[str, int]:
+    """Daily: orders past the grace period become overdue; DPD and buckets are refreshed."""
+    report = classify_overdue()
+    return {"marked_overdue": report.marked_overdue, "dpd_updated": report.dpd_updated}
+
+
+def apply_platform_guarantee() -> int:
+    """Hourly: the platform guarantee for orders whose collection failed for the guarantee window."""
+    return apply_guarantee()

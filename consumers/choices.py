@@ -46,6 +46,7 @@ class ProfileEventKind(models.TextChoices):
     PAUSED = "paused", _("Paused")
     UNPAUSED = "unpaused", _("Pause lifted")
     SCORE_CHANGED = "score_changed", _("Score changed")
+    SPEND_CAP_SET = "spend_cap_set", _("Personal spend cap changed")
 
 
 class LimitChangeReason(models.TextChoices):

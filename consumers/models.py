@@ -17,6 +17,8 @@ from .choices import LimitChangeReason, ProfileEventKind, PromiseOutcome, ScoreB
 class Consumer(models.Model):
     """A person who buys 先享: a login plus a phone and, once verified, a real name.
 
+    ``is_sandbox`` marks a test identity used with merchants' test-mode API keys.
+
     The resident ID number is never stored in clear: ``id_number_hash`` is an
     HMAC-SHA256 under ``IDENTITY_HASH_KEY`` (so one ID can be bound to one account,
     and a number can be matched without being readable), and ``id_number_masked``
@@ -31,6 +33,13 @@ class Consumer(models.Model):
     id_number_masked = models.CharField(_("ID number"), max_length=18, blank=True, editable=False)
     verified_at = models.DateTimeField(_("Verified at"), null=True, blank=True)
     city = models.CharField(_("City"), max_length=50, blank=True)
+    # A sandbox consumer is a test identity: only test-mode API keys may act on it, and live keys never
+    # see it (and vice versa). It is what "test mode talks to sandbox consumers only" means.
+    is_sandbox = models.BooleanField(
+        _("Sandbox consumer"),
+        default=False,
+        help_text=_("Test identity for merchants' test-mode API keys; never used with live keys."),
+    )
     created_at = models.DateTimeField(_("Joined at"), auto_now_add=True)
 
     class Meta:
@@ -67,6 +76,8 @@ class CreditProfile(models.Model):
     (an active order's cap, a completed order's amount due). It changes only through
     ``consumers.services.credit_hold_*`` in the same transaction as the order change,
     with a conditional UPDATE so two concurrent orders can never over-commit.
+    ``spend_cap_amount`` is the consumer's own lower ceiling: holds respect the smaller
+    of the limit and the cap.
     """
 
     consumer = models.OneToOneField(Consumer, on_delete=models.CASCADE, related_name="credit_profile")
@@ -95,6 +106,11 @@ class CreditProfile(models.Model):
         db_persist=True,
         verbose_name=_("Available"),
     )
+    # The consumer's own ceiling on what their open orders may hold (None: the limit alone
+    # applies). A consumer may only lower what they can spend, never raise it past the limit.
+    spend_cap_amount = models.DecimalField(
+        _("Personal spend cap"), max_digits=12, decimal_places=2, null=True, blank=True
+    )
     is_paused = models.BooleanField(_("Paused"), default=False)
     paused_reason = models.CharField(_("Pause reason"), max_length=200, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -106,6 +122,10 @@ class CreditProfile(models.Model):
             models.CheckConstraint(condition=Q(score__gte=350) & Q(score__lte=950), name="profile_score_range"),
             models.CheckConstraint(condition=Q(credit_limit_amount__gte=0), name="profile_limit_non_negative"),
             models.CheckConstraint(condition=Q(open_exposure_amount__gte=0), name="profile_exposure_non_negative"),
+            models.CheckConstraint(
+                condition=Q(spend_cap_amount__isnull=True) | Q(spend_cap_amount__gte=0),
+                name="profile_spend_cap_non_negative",
+            ),
             models.CheckConstraint(
                 condition=Q(is_paused=False) | ~Q(paused_reason=""), name="profile_pause_has_reason"
             ),

@@ -35,6 +35,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -48,7 +49,8 @@ from bnpl.validators import (
     validate_resident_id,
 )
 
-from .choices import LimitChangeReason, ProfileEventKind, PromiseOutcome, ScoreBand, band_for_score
+from . import limits
+from .choices import LimitChangeReason, ProfileEventKind, PromiseOutcome, band_for_score
 from .models import Consumer, CreditProfile, CreditProfileEvent, LimitChange, PromiseRecord
 
 if TYPE_CHECKING:
@@ -59,16 +61,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The limit a new consumer starts with, by the band of their initial score. A placeholder
-# policy of the foundation: the scoring issue replaces it with a limit derived from the
-# scorecard (and grows it with kept promises, as Afterpay does). Limits start low on purpose.
-INITIAL_LIMIT_BY_BAND: dict[str, Decimal] = {
-    ScoreBand.POOR: Decimal("200.00"),
-    ScoreBand.FAIR: Decimal("500.00"),
-    ScoreBand.GOOD: Decimal("1000.00"),
-    ScoreBand.VERY_GOOD: Decimal("2000.00"),
-    ScoreBand.EXCELLENT: Decimal("3000.00"),
-}
+# The starting limits by band now live in the limit ladder (``consumers.limits``), with the
+# growth and breach rules; re-exported here for callers of the foundation's name.
+INITIAL_LIMIT_BY_BAND = limits.INITIAL_LIMIT_BY_BAND
 
 SCORE_MIN = 350
 SCORE_MAX = 950
@@ -134,8 +129,8 @@ def consumer_register(
 
     The phone is normalised (``+86 138-0013-8000`` → ``13800138000``) and is the
     username unless one is given. The password must pass the project's password
-    validators. The starting limit comes from the band of ``score`` through
-    :data:`INITIAL_LIMIT_BY_BAND` and is recorded as a :class:`LimitChange` with
+    validators. The starting limit comes from the band of ``score`` through the limit
+    ladder (:func:`consumers.limits.initial_limit_for_score`) and is recorded as a :class:`LimitChange` with
     reason ``initial`` (0 → limit), so the limit history starts at sign-up.
 
     All or nothing in one transaction: a duplicate phone or username, an invalid
@@ -157,7 +152,7 @@ def consumer_register(
         raise ValidationFailed(_("Choose a stronger password."), fields={"password": " ".join(exc.messages)}) from None
 
     _raise_if_taken(normalized_phone, username)
-    initial_limit = INITIAL_LIMIT_BY_BAND[band_for_score(score)]
+    initial_limit = limits.initial_limit_for_score(score)
     try:
         with transaction.atomic(durable=True):
             user = user_model.objects.create_user(username=username, password=password)
@@ -270,17 +265,19 @@ def consumer_verify_identity(*, actor: Actor, consumer: Consumer, real_name: str
 def credit_hold_acquire(*, consumer: Consumer, amount: Decimal) -> None:
     """Hold ``amount`` of the consumer's limit for an order that becomes active.
 
-    One conditional UPDATE (``exposure <= limit - amount``): concurrent holds on
-    the same profile serialise on the row and the second one re-checks the
-    condition against the first one's result, so the limit is never over-committed.
-    Raises :class:`InsufficientCredit` (and changes nothing) when the available
-    limit does not cover it, including when a limit cut has left available negative.
+    One conditional UPDATE (``exposure <= min(limit, personal cap) - amount``):
+    concurrent holds on the same profile serialise on the row and the second one
+    re-checks the condition against the first one's result, so neither the limit nor
+    the consumer's own spend cap is ever over-committed. Raises
+    :class:`InsufficientCredit` (and changes nothing) when the available limit does not
+    cover it, including when a limit cut has left available negative.
     """
     if amount <= 0:
         raise ValidationFailed("a hold must be a positive amount", fields={"amount": "must be greater than zero"})
-    updated = CreditProfile.objects.filter(
-        consumer=consumer, open_exposure_amount__lte=F("credit_limit_amount") - amount
-    ).update(open_exposure_amount=F("open_exposure_amount") + amount)
+    ceiling = Least(F("credit_limit_amount"), Coalesce(F("spend_cap_amount"), F("credit_limit_amount")))
+    updated = CreditProfile.objects.filter(consumer=consumer, open_exposure_amount__lte=ceiling - amount).update(
+        open_exposure_amount=F("open_exposure_amount") + amount
+    )
     if updated != 1:
         raise InsufficientCredit("the available credit limit does not cover this order")
 
@@ -366,6 +363,120 @@ def credit_limit_set(
         reason_code,
     )
     return change
+
+
+def _limit_write(
+    *, actor: Actor, profile: CreditProfile, new_amount: Decimal, reason_code: str, reason: str
+) -> LimitChange:
+    """Move a locked profile's limit and write its history row (the caller holds the row lock)."""
+    before = profile.credit_limit_amount
+    CreditProfile.objects.filter(pk=profile.pk).update(credit_limit_amount=new_amount, updated_at=timezone.now())
+    profile.credit_limit_amount = new_amount
+    change = LimitChange.objects.create(
+        profile=profile,
+        actor=_actor_user(actor),
+        reason_code=reason_code,
+        reason=reason,
+        before_amount=before,
+        after_amount=new_amount,
+    )
+    logger.info(
+        "credit limit moved consumer=%s actor=%s before=%s after=%s reason_code=%s",
+        profile.consumer_id,
+        _actor_id(actor),
+        before,
+        new_amount,
+        reason_code,
+    )
+    return change
+
+
+@transaction.atomic
+def credit_limit_grow(*, actor: Actor, consumer: Consumer, reason: str) -> LimitChange | None:
+    """Grow the limit by one step of the consumer's band, never past the band's ceiling.
+
+    The scoring app calls it when the consumer has kept another
+    :data:`consumers.limits.GROWTH_EVERY_KEPT` promises (it decides *when*; the ladder
+    here decides *how much*). Returns the :class:`LimitChange` (reason ``growth``), or
+    ``None`` when the limit is already at or above the ceiling, or the profile is
+    paused (no growth while an order is overdue): then nothing is written.
+    """
+    profile = _lock_profile(consumer)
+    if profile.is_paused:
+        return None
+    new_amount = limits.grown_limit(profile.credit_limit_amount, profile.score)
+    if new_amount <= profile.credit_limit_amount:
+        return None
+    return _limit_write(
+        actor=actor,
+        profile=profile,
+        new_amount=new_amount,
+        reason_code=LimitChangeReason.GROWTH,
+        reason=(reason or "").strip(),
+    )
+
+
+@transaction.atomic
+def credit_limit_cut_after_breach(*, actor: Actor, consumer: Consumer, reason: str) -> LimitChange | None:
+    """Cut the limit after a breach (an order went overdue): keep half, rounded down to ¥10.
+
+    Orders already open keep their holds (available may go negative, see
+    :func:`credit_limit_set`). Returns the :class:`LimitChange` (reason ``breach``), or
+    ``None`` when the limit is already zero.
+    """
+    profile = _lock_profile(consumer)
+    new_amount = limits.cut_limit(profile.credit_limit_amount)
+    if new_amount >= profile.credit_limit_amount:
+        return None
+    return _limit_write(
+        actor=actor,
+        profile=profile,
+        new_amount=new_amount,
+        reason_code=LimitChangeReason.BREACH,
+        reason=(reason or "").strip(),
+    )
+
+
+@transaction.atomic
+def credit_spend_cap_set(*, actor: Actor, consumer: Consumer, amount: Decimal | str | None) -> CreditProfile:
+    """Set (or with ``None`` clear) the consumer's personal spend cap, a ceiling below their limit.
+
+    The cap is the consumer's own choice ("never let my open orders hold more than
+    ¥300"): admission and the credit hold use ``min(limit, cap)``. A cap above the
+    limit is refused (it would promise more than the platform grants), as is a
+    negative or malformed amount. Setting the value it already has is refused
+    (``spend_cap_unchanged``). Writes a :class:`CreditProfileEvent` (before, after).
+    """
+    new_cap: Decimal | None
+    if amount is None or (isinstance(amount, str) and not amount.strip()):
+        new_cap = None
+    else:
+        try:
+            new_cap = parse_money(amount)
+        except MoneyError:
+            message = _("Enter an amount in yuan, not negative, with at most two decimal places.")
+            raise ValidationFailed(message, fields={"amount": message}) from None
+    profile = _lock_profile(consumer)
+    if new_cap is not None and new_cap > profile.credit_limit_amount:
+        message = _("A personal spend cap cannot be above your credit limit of %(limit)s.") % {
+            "limit": profile.credit_limit_amount
+        }
+        raise ValidationFailed(message, code="spend_cap_above_limit", fields={"amount": message})
+    before = profile.spend_cap_amount
+    if new_cap == before:
+        message = _("The new spend cap is the same as the current one.")
+        raise ValidationFailed(message, code="spend_cap_unchanged", fields={"amount": message})
+    CreditProfile.objects.filter(pk=profile.pk).update(spend_cap_amount=new_cap, updated_at=timezone.now())
+    CreditProfileEvent.objects.create(
+        profile=profile,
+        actor=_actor_user(actor),
+        kind=ProfileEventKind.SPEND_CAP_SET,
+        before="" if before is None else str(before),
+        after="" if new_cap is None else str(new_cap),
+    )
+    profile.refresh_from_db()
+    logger.info("spend cap set consumer=%s actor=%s before=%s after=%s", consumer.pk, _actor_id(actor), before, new_cap)
+    return profile
 
 
 @transaction.atomic

@@ -16,11 +16,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import ActionLocation
+from django.contrib.postgres.forms import SimpleArrayField
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.translation import get_language
@@ -30,11 +32,23 @@ from bnpl.exceptions import DomainError
 
 from .choices import MerchantCategory
 from .forms import MerchantAdminForm, MerchantMemberAdminForm, ReasonForm
-from .models import Listing, Merchant, MerchantEvent, MerchantMember
+from .models import (
+    ApiKey,
+    Listing,
+    Merchant,
+    MerchantEvent,
+    MerchantMember,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from .pricing import PricingRuleError, describe, parse_rule
 from .services import (
     APPLICATION_FIELDS,
     EDITABLE_STATUSES,
+    api_key_create,
+    api_key_revoke,
     listing_pause,
     listing_resume,
     member_add,
@@ -48,6 +62,10 @@ from .services import (
     merchant_reject,
     merchant_suspend,
     merchant_update_application,
+    webhook_delivery_redeliver,
+    webhook_endpoint_clean,
+    webhook_endpoint_create,
+    webhook_endpoint_update,
 )
 
 REASON_TEMPLATE = "admin/merchants/reject_reason.html"
@@ -438,3 +456,230 @@ class MerchantEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: MerchantEvent | None = None) -> bool:
         return False
+
+
+# --------------------------------------------------------------------------- API integration
+
+
+class ApiKeyAddForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ("merchant", "mode", "label")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Merchants' API keys. Adding one calls ``api_key_create`` and shows the secret once, in a message;
+    afterwards only the prefix is ever shown. Keys are revoked (an action), never edited or deleted."""
+
+    list_display = ("prefix", "merchant", "mode", "label", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("mode", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ("prefix", "label", "merchant__display_name", "merchant__legal_name")
+    list_select_related = ("merchant",)
+    actions = ("revoke_selected",)
+    form = ApiKeyAddForm
+    readonly = ("merchant", "mode", "label", "prefix", "created_by", "created_at", "last_used_at", "revoked_at")
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
+        return ("merchant", "mode", "label") if obj is None else self.readonly
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
+        return () if obj is None else self.readonly
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            return
+        try:
+            key, secret = api_key_create(actor=request.user, merchant=obj.merchant, mode=obj.mode, label=obj.label)
+        except DomainError as exc:
+            # The add form has no service-side validation hook; refuse with a message and save nothing.
+            self.message_user(request, exc.message, messages.ERROR)
+            raise _Refused from exc
+        obj.pk = key.pk
+        obj.prefix = key.prefix
+        self.message_user(
+            request,
+            _("Copy this API key now; it will not be shown again: %(secret)s") % {"secret": secret},
+            messages.WARNING,
+        )
+
+    def add_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return super().add_view(request, *args, **kwargs)
+        except _Refused:
+            return HttpResponseRedirect(request.get_full_path())
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False
+
+    @admin.action(description=_("Revoke selected API keys"), permissions=["change"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        _report(
+            self,
+            request,
+            queryset,
+            lambda obj: api_key_revoke(actor=request.user, api_key=obj),
+            _("Revoked: %(names)s."),
+        )
+
+
+class _Refused(Exception):
+    """A service refused an admin add; the transaction rolls back and the form is shown again."""
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    event_types = SimpleArrayField(
+        forms.CharField(max_length=64), help_text=_("Comma-separated: order.*, order.completed, agreement.*, …")
+    )
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ("merchant", "url", "description", "event_types", "livemode", "is_active")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if "url" in cleaned and "event_types" in cleaned:
+            try:
+                webhook_endpoint_clean(url=cleaned["url"], event_types=cleaned["event_types"])
+            except DomainError as exc:
+                for field, message in exc.fields.items():
+                    self.add_error(field if field in self.fields else None, message)
+        return cleaned
+
+
+class WebhookDeliveryInline(_ReadOnlyInline):
+    model = WebhookDelivery
+    fields = ("endpoint", "status", "attempts", "next_attempt_at", "last_response_status", "delivered_at")
+    readonly_fields = fields
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """Merchants' webhook URLs. Adding one shows its ``whsec_`` signing secret once; the secret is
+    stored encrypted and never shown again (only a hint). Saves go through the webhook services."""
+
+    list_display = ("url", "merchant", "livemode", "is_active", "event_types", "secret_hint", "created_at")
+    list_filter = ("livemode", "is_active")
+    search_fields = ("url", "merchant__display_name", "merchant__legal_name")
+    list_select_related = ("merchant",)
+    form = WebhookEndpointForm
+
+    def get_readonly_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> Any:
+        base = ("secret_hint", "created_by", "created_at", "updated_at")
+        return base if obj is None else ("merchant", "livemode", *base)
+
+    def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        if change:
+            webhook_endpoint_update(
+                actor=request.user,
+                endpoint=obj,
+                url=data["url"],
+                event_types=data["event_types"],
+                is_active=data["is_active"],
+                description=data.get("description", ""),
+            )
+            return
+        endpoint, secret = webhook_endpoint_create(
+            actor=request.user,
+            merchant=data["merchant"],
+            url=data["url"],
+            event_types=data["event_types"],
+            livemode=data["livemode"],
+            description=data.get("description", ""),
+        )
+        obj.pk = endpoint.pk
+        self.message_user(
+            request,
+            _("Copy this signing secret now; it will not be shown again: %(secret)s") % {"secret": secret},
+            messages.WARNING,
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> bool:
+        return False
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    """The webhook outbox: what was (or will be) told to each merchant, with its deliveries."""
+
+    list_display = ("created_at", "type", "merchant", "ordering_key", "livemode")
+    list_filter = ("type", "livemode")
+    search_fields = ("ordering_key", "merchant__display_name")
+    list_select_related = ("merchant",)
+    fields = ("uuid", "merchant", "type", "livemode", "ordering_key", "payload", "created_at")
+    readonly_fields = fields
+    inlines = (WebhookDeliveryInline,)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: WebhookEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: WebhookEvent | None = None) -> bool:
+        return False
+
+
+class WebhookAttemptInline(_ReadOnlyInline):
+    model = WebhookAttempt
+    fields = ("number", "started_at", "duration_ms", "response_status", "succeeded", "error", "response_excerpt")
+    readonly_fields = fields
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """The delivery log: each event to each endpoint with every attempt; failed ones can be sent again."""
+
+    list_display = (
+        "id",
+        "event",
+        "endpoint",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_response_status",
+        "delivered_at",
+    )
+    list_filter = ("status",)
+    search_fields = ("event__type", "endpoint__url", "ordering_key")
+    list_select_related = ("event", "endpoint")
+    fields = (
+        "event",
+        "endpoint",
+        "ordering_key",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_response_status",
+        "last_error",
+        "delivered_at",
+        "redelivered_at",
+        "redelivered_by",
+        "created_at",
+    )
+    readonly_fields = fields
+    inlines = (WebhookAttemptInline,)
+    actions = ("redeliver_selected",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
+        return False
+
+    def has_redeliver_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    @admin.action(description=_("Send selected deliveries again"), permissions=["redeliver"])
+    def redeliver_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        _report(
+            self,
+            request,
+            queryset,
+            lambda obj: webhook_delivery_redeliver(actor=request.user, delivery=obj),
+            _("Queued again: %(names)s."),
+        )

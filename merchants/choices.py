@@ -73,3 +73,33 @@ class ConfirmMode(models.TextChoices):
 class ListingStatus(models.TextChoices):
     ACTIVE = "active", _("On sale")
     PAUSED = "paused", _("Paused")
+
+
+class ApiKeyMode(models.TextChoices):
+    """Test keys act on sandbox consumers only; live keys on real consumers only."""
+
+    TEST = "test", _("Test")
+    LIVE = "live", _("Live")
+
+
+class IdempotencyStatus(models.TextChoices):
+    IN_PROGRESS = "in_progress", _("In progress")
+    COMPLETED = "completed", _("Completed")
+
+
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+
+
+# pending → succeeded | failed (retries stay pending); succeeded | failed → pending (manual redelivery).
+WEBHOOK_DELIVERY_TRANSITIONS: dict[str, frozenset[str]] = {
+    WebhookDeliveryStatus.PENDING: frozenset({WebhookDeliveryStatus.SUCCEEDED, WebhookDeliveryStatus.FAILED}),
+    WebhookDeliveryStatus.SUCCEEDED: frozenset({WebhookDeliveryStatus.PENDING}),
+    WebhookDeliveryStatus.FAILED: frozenset({WebhookDeliveryStatus.PENDING}),
+}
+
+#: The families of webhook events a merchant can subscribe to (``order.*``) besides single types
+#: (``order.completed``). The families follow WeChat Pay Score's and 芝麻先享's notifications.
+WEBHOOK_EVENT_FAMILIES: tuple[str, ...] = ("order", "charge", "refund", "agreement", "dispute", "settlement")

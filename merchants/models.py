@@ -1,4 +1,4 @@
-"""Merchants (KYB), their team members and their 先享 listings."""
+"""Merchants (KYB), their team members, their 先享 listings, and their API integration (keys, webhooks)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,17 @@ from django.utils.translation import gettext_lazy as _
 
 from bnpl.validators import mask_account_number, validate_cn_mobile, validate_uscc
 
-from .choices import ConfirmMode, ListingStatus, MemberRole, MerchantCategory, MerchantStatus, Scenario
+from .choices import (
+    ApiKeyMode,
+    ConfirmMode,
+    IdempotencyStatus,
+    ListingStatus,
+    MemberRole,
+    MerchantCategory,
+    MerchantStatus,
+    Scenario,
+    WebhookDeliveryStatus,
+)
 
 
 class Merchant(models.Model):
@@ -169,3 +179,255 @@ class Listing(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+# --------------------------------------------------------------------------- API integration
+
+
+class ApiKey(models.Model):
+    """A secret a merchant's systems use to call the REST API (``Authorization: Bearer <secret>``).
+
+    The secret is ``sk_<mode>_<public id>_<random>``; only its keyed hash is stored (see
+    ``merchants.services.api_key_hash`` for why a fast HMAC rather than a password hash), so it is
+    shown once, at creation. ``prefix`` (``sk_live_<public id>``) is not secret: it finds the row and
+    names the key in the admin and in logs. A test-mode key acts on sandbox consumers only, a live
+    key on real consumers only. A revoked key (``revoked_at`` set) authenticates nothing.
+    """
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="api_keys")
+    mode = models.CharField(_("Mode"), max_length=8, choices=ApiKeyMode.choices)
+    label = models.CharField(_("Label"), max_length=100, blank=True)
+    prefix = models.CharField(_("Key prefix"), max_length=32, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
+    last_used_at = models.DateTimeField(_("Last used at"), null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(_("Revoked at"), null=True, blank=True, editable=False)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", editable=False
+    )
+
+    class Meta:
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
+        ordering = ["merchant_id", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.label})" if self.label else f"{self.prefix}…"
+
+    @property
+    def is_live(self) -> bool:
+        return self.mode == ApiKeyMode.LIVE
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class ApiRateWindow(models.Model):
+    """The request counter of one API key in its current one-second window (the rate limiter's state).
+
+    One row per key, updated by a single ``INSERT … ON CONFLICT DO UPDATE`` per request: the database
+    is the store every web process shares, so the limit holds however many processes serve the API.
+    """
+
+    api_key = models.OneToOneField(ApiKey, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    window_start = models.BigIntegerField()  # Unix second of the window, from the database clock
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("API rate window")
+        verbose_name_plural = _("API rate windows")
+
+    def __str__(self) -> str:
+        return f"{self.api_key_id}@{self.window_start}: {self.count}"
+
+
+class IdempotencyRecord(models.Model):
+    """The stored outcome of one POST sent with an ``Idempotency-Key`` (kept at least 24 hours).
+
+    ``fingerprint`` hashes the method, path, key mode and body: the same key with another request
+    is refused. While ``in_progress`` a second request with the key gets 409; ``locked_until`` is the
+    lease after which a request whose process died may be retried. ``response_body`` is the rendered
+    JSON, replayed verbatim.
+    """
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=IdempotencyStatus.choices, default=IdempotencyStatus.IN_PROGRESS)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("Idempotency record")
+        verbose_name_plural = _("Idempotency records")
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "key"], name="idempotency_key_unique"),
+            models.CheckConstraint(
+                condition=Q(status=IdempotencyStatus.IN_PROGRESS) | Q(response_status__isnull=False),
+                name="idempotency_completed_has_response",
+            ),
+        ]
+        indexes = [
+            # Purge job: records older than the retention window.
+            models.Index(fields=["created_at"], name="idempotency_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.merchant_id}:{self.key} ({self.status})"
+
+
+class WebhookEndpoint(models.Model):
+    """A URL of the merchant's that receives signed event callbacks (Standard Webhooks).
+
+    ``secret_encrypted`` holds the ``whsec_…`` signing secret encrypted with Fernet under a key
+    derived from ``BNPL_WEBHOOK_SECRET_KEY``: the signer needs the secret itself (unlike an API key
+    it cannot be hashed), and a database dump alone does not reveal it. It is shown once, at
+    creation. ``event_types`` lists exact types (``order.completed``) or families (``order.*``).
+    Events of one mode go to endpoints of the same mode (``livemode``).
+    """
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(_("URL"), max_length=500)
+    description = models.CharField(_("Description"), max_length=200, blank=True)
+    event_types = ArrayField(models.CharField(max_length=64), verbose_name=_("Event types"), default=list)
+    livemode = models.BooleanField(_("Live mode"), default=True)
+    is_active = models.BooleanField(_("Active"), default=True)
+    secret_encrypted = models.TextField(editable=False)
+    secret_hint = models.CharField(_("Secret"), max_length=32, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("Updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("Webhook endpoint")
+        verbose_name_plural = _("Webhook endpoints")
+        ordering = ["merchant_id", "id"]
+        indexes = [
+            # webhook_event_enqueue: the merchant's active endpoints, on every order transition.
+            models.Index(
+                fields=["merchant", "livemode"], condition=Q(is_active=True), name="webhook_endpoint_active_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.url
+
+    def subscribes_to(self, event_type: str) -> bool:
+        family = event_type.split(".", 1)[0]
+        return event_type in self.event_types or f"{family}.*" in self.event_types or "*" in self.event_types
+
+
+class WebhookEvent(models.Model):
+    """The outbox: one event to tell a merchant about, written in the transaction of the change.
+
+    A change that rolls back takes its event with it, so nothing is ever sent for work that did not
+    happen. ``uuid`` is the ``webhook-id`` (the same on every retry, so receivers can deduplicate);
+    ``ordering_key`` (``order:<id>``) groups the events that must arrive in the order they happened.
+    """
+
+    uuid = models.UUIDField(unique=True, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="webhook_events")
+    type = models.CharField(_("Type"), max_length=64)
+    livemode = models.BooleanField(_("Live mode"), default=True)
+    ordering_key = models.CharField(max_length=64)
+    payload = models.JSONField(_("Payload"))
+    created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("Webhook event")
+        verbose_name_plural = _("Webhook events")
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["merchant", "-created_at"], name="webhook_event_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.ordering_key}"
+
+    @property
+    def webhook_id(self) -> str:
+        return f"evt_{self.uuid.hex}"
+
+
+class WebhookDelivery(models.Model):
+    """One event to one endpoint: the retry state (10 attempts on WeChat Pay Score's schedule).
+
+    ``next_attempt_at`` is also the lease of a claimed delivery: the sweeper pushes it forward before
+    it sends, so a worker that dies mid-send leaves a delivery that comes due again by itself.
+    ``ordering_key`` is copied from the event so the sweep can hold back a later event of the same
+    order while an earlier one is still pending (index ``webhook_delivery_order_idx``).
+    """
+
+    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="deliveries")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    ordering_key = models.CharField(max_length=64)
+    status = models.CharField(
+        _("Status"), max_length=16, choices=WebhookDeliveryStatus.choices, default=WebhookDeliveryStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(_("Attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("Next attempt at"), null=True, blank=True)
+    last_response_status = models.PositiveSmallIntegerField(_("Last response"), null=True, blank=True)
+    last_error = models.TextField(_("Last error"), blank=True)
+    delivered_at = models.DateTimeField(_("Delivered at"), null=True, blank=True)
+    redelivered_at = models.DateTimeField(_("Redelivery requested at"), null=True, blank=True)
+    redelivered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("Webhook delivery")
+        verbose_name_plural = _("Webhook deliveries")
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["event", "endpoint"], name="webhook_delivery_unique"),
+            models.CheckConstraint(
+                condition=~Q(status=WebhookDeliveryStatus.SUCCEEDED) | Q(delivered_at__isnull=False),
+                name="webhook_delivery_succeeded_has_time",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=WebhookDeliveryStatus.PENDING) | Q(next_attempt_at__isnull=False),
+                name="webhook_delivery_pending_has_time",
+            ),
+        ]
+        indexes = [
+            # Delivery sweep: pending deliveries by due time.
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="webhook_delivery_due_idx"),
+            # Delivery sweep: "is an earlier event of this order still pending for this endpoint?"
+            models.Index(
+                fields=["endpoint", "ordering_key", "event"],
+                condition=Q(status="pending"),
+                name="webhook_delivery_order_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} → {self.endpoint_id} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """The delivery log: one row per HTTP attempt, with what the merchant's server answered."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveSmallIntegerField(_("Attempt"))
+    started_at = models.DateTimeField(_("Started at"))
+    duration_ms = models.PositiveIntegerField(_("Duration (ms)"), default=0)
+    response_status = models.PositiveSmallIntegerField(_("Response status"), null=True, blank=True)
+    response_excerpt = models.CharField(_("Response"), max_length=500, blank=True)
+    error = models.CharField(_("Error"), max_length=500, blank=True)
+    succeeded = models.BooleanField(_("Succeeded"), default=False)
+
+    class Meta:
+        verbose_name = _("Webhook attempt")
+        verbose_name_plural = _("Webhook attempts")
+        ordering = ["delivery_id", "started_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} #{self.number}"

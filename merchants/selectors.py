@@ -9,18 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.utils.crypto import constant_time_compare
 
 from .choices import ListingStatus, MemberRole, MerchantStatus
-from .models import Listing, Merchant, MerchantMember
+from .models import ApiKey, Listing, Merchant, MerchantMember
+from .services import API_KEY_PATTERN, api_key_hash
 
 
 def _pk(value: object) -> int | None:
     """An id from user input, or None when it cannot be one (so the lookup simply finds nothing)."""
     try:
-        return int(str(value))
+        pk = int(str(value))
     except (TypeError, ValueError):
         return None
+    # Beyond a bigint is no id either (and would otherwise reach the database as an error).
+    return pk if 0 < pk < 2**63 else None
 
 
 def merchants_for_user(*, user: Any) -> QuerySet[Merchant]:
@@ -84,3 +89,23 @@ def listings_active() -> QuerySet[Listing]:
         .select_related("merchant")
         .order_by("merchant_id", "title", "id")
     )
+
+
+def api_key_get_by_token(*, token: str) -> ApiKey | None:
+    """The active key a bearer token belongs to, with its merchant; None for anything else.
+
+    The public part finds the row; the secret is checked by comparing keyed hashes in constant time
+    (also against ``SECRET_KEY_FALLBACKS``, so rotating ``SECRET_KEY`` does not lock merchants out).
+    A revoked key is found (so the caller can say so) — check ``is_active``.
+    """
+    match = API_KEY_PATTERN.match(token or "")
+    if match is None:
+        return None
+    mode, public_id, _secret = match.groups()
+    key = ApiKey.objects.select_related("merchant").filter(prefix=f"sk_{mode}_{public_id}").first()
+    if key is None:
+        return None
+    for secret_key in [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]:
+        if constant_time_compare(key.secret_hash, api_key_hash(token, secret_key=secret_key)):
+            return key
+    return None

@@ -22,34 +22,72 @@ from its change form (which already runs inside ``transaction.atomic``) use plai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from bnpl.exceptions import InvalidTransition, NotAllowed, ValidationFailed
+from bnpl.exceptions import DomainError, InvalidTransition, NotAllowed, ValidationFailed
 from bnpl.money import MoneyError, parse_money
 from bnpl.validators import normalize_cn_mobile, normalize_uscc, validate_cn_mobile, validate_uscc
 
 from .choices import (
     EXCLUDED_CATEGORIES,
     MERCHANT_ALLOWED_TRANSITIONS,
+    WEBHOOK_DELIVERY_TRANSITIONS,
+    WEBHOOK_EVENT_FAMILIES,
+    ApiKeyMode,
     ConfirmMode,
+    IdempotencyStatus,
     ListingStatus,
     MemberRole,
     MerchantCategory,
     MerchantStatus,
     Scenario,
+    WebhookDeliveryStatus,
 )
-from .models import Listing, Merchant, MerchantEvent, MerchantMember
+from .models import (
+    ApiKey,
+    IdempotencyRecord,
+    Listing,
+    Merchant,
+    MerchantEvent,
+    MerchantMember,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from .pricing import NON_FIELD_ERRORS, FixedRule, PricingRuleError, parse_rule
+from .webhooks import (
+    MAX_ATTEMPTS,
+    RETRY_DELAYS_S,
+    PostResult,
+    UnsafeTarget,
+    check_url,
+    decrypt_secret,
+    encrypt_secret,
+    generate_secret,
+    post,
+    secret_hint,
+    sign,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -757,3 +795,525 @@ def listing_resume(*, actor: Actor, listing: Listing) -> Listing:
         to_status=ListingStatus.ACTIVE,
         refusal=gettext_lazy("Listing “%(listing)s” cannot be resumed: it is %(label)s (%(status)s)."),
     )
+
+
+# --------------------------------------------------------------------------- API keys
+
+API_KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+API_KEY_PUBLIC_LENGTH = 12
+API_KEY_SECRET_LENGTH = 40  # 40 base62 characters ≈ 238 bits
+API_KEY_PATTERN = re.compile(
+    rf"^sk_(test|live)_([0-9A-Za-z]{{{API_KEY_PUBLIC_LENGTH}}})_([0-9A-Za-z]{{{API_KEY_SECRET_LENGTH}}})$"
+)
+#: ``last_used_at`` is written at most this often per key, so the API does not write a row per request.
+API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+def _random_base62(length: int) -> str:
+    return "".join(secrets.choice(API_KEY_ALPHABET) for _ in range(length))
+
+
+def api_key_hash(token: str, *, secret_key: str | None = None) -> str:
+    """The stored form of an API key: HMAC-SHA256 keyed with a key derived from ``SECRET_KEY``.
+
+    A fast keyed hash is the right tool here, not a slow password KDF (PBKDF2, Argon2): an API key
+    is ~238 random bits, so nobody can guess it offline however fast the hash is, while a slow KDF
+    would cost every API request tens of milliseconds of CPU. The HMAC key (never in the database)
+    means a leaked table cannot even be used to test candidate keys.
+    """
+    return salted_hmac("merchants.ApiKey", token, secret=secret_key, algorithm="sha256").hexdigest()
+
+
+def _clean_mode(mode: object) -> str:
+    if mode not in ApiKeyMode.values:
+        message = _("Choose test or live.")
+        raise ValidationFailed(message, fields={"mode": message})
+    return str(mode)
+
+
+@transaction.atomic
+def api_key_create(*, actor: Actor, merchant: Merchant, mode: str, label: str = "") -> tuple[ApiKey, str]:
+    """Issue an API key; returns the key and its secret, which is shown this once and never stored.
+
+    Test-mode keys may be issued to a merchant under review (to build the integration); live keys
+    only to an approved merchant. Rejected and suspended merchants get none.
+    """
+    mode = _clean_mode(mode)
+    label = (label or "").strip()
+    if len(label) > 100:
+        message = _("Enter at most %(max)d characters.") % {"max": 100}
+        raise ValidationFailed(message, fields={"label": message})
+    current = Merchant.objects.get(pk=merchant.pk)
+    if current.status in LISTING_BLOCKED_STATUSES or (
+        mode == ApiKeyMode.LIVE and current.status != MerchantStatus.APPROVED
+    ):
+        raise NotAllowed(
+            _("Merchant “%(merchant)s” cannot get a %(mode)s key: it is %(label)s (%(status)s).")
+            % {**_state_params(current), "mode": mode},
+            code="merchant_unavailable",
+        )
+    public_id = _random_base62(API_KEY_PUBLIC_LENGTH)
+    token = f"sk_{mode}_{public_id}_{_random_base62(API_KEY_SECRET_LENGTH)}"
+    key = ApiKey.objects.create(
+        merchant=current,
+        mode=mode,
+        label=label,
+        prefix=f"sk_{mode}_{public_id}",
+        secret_hash=api_key_hash(token),
+        created_by=_actor_user(actor),
+    )
+    return key, token
+
+
+@transaction.atomic
+def api_key_revoke(*, actor: Actor, api_key: ApiKey) -> ApiKey:
+    """Revoke a key at once (``active → revoked``, final); the next request with it gets 401."""
+    locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+    if locked.revoked_at is not None:
+        raise InvalidTransition(_("API key %(prefix)s is already revoked.") % {"prefix": locked.prefix})
+    locked.revoked_at = timezone.now()
+    locked.revoked_by = _actor_user(actor)
+    locked.save(update_fields=["revoked_at", "revoked_by"])
+    return locked
+
+
+def api_key_touch(*, api_key: ApiKey, now: datetime | None = None) -> bool:
+    """Record that the key was used, at most once per :data:`API_KEY_TOUCH_INTERVAL`; True if written.
+
+    A compare-and-swap on the old value, so concurrent requests write it once, not once each.
+    """
+    now = now or timezone.now()
+    if api_key.last_used_at is not None and now - api_key.last_used_at < API_KEY_TOUCH_INTERVAL:
+        return False
+    updated = (
+        ApiKey.objects.filter(pk=api_key.pk, last_used_at=api_key.last_used_at).update(last_used_at=now)
+        if api_key.last_used_at is not None
+        else ApiKey.objects.filter(pk=api_key.pk, last_used_at__isnull=True).update(last_used_at=now)
+    )
+    api_key.last_used_at = now
+    return updated == 1
+
+
+def _actor_user(actor: Actor) -> Any:
+    return actor if getattr(actor, "pk", None) is not None else None
+
+
+# --------------------------------------------------------------------------- rate limits
+
+_RATE_HIT_SQL = """
+INSERT INTO merchants_apiratewindow AS w (api_key_id, window_start, count)
+VALUES (%s, floor(extract(epoch FROM clock_timestamp()))::bigint, 1)
+ON CONFLICT (api_key_id) DO UPDATE SET
+    count = CASE WHEN w.window_start = EXCLUDED.window_start THEN w.count + 1 ELSE 1 END,
+    window_start = EXCLUDED.window_start
+RETURNING count
+"""
+
+
+def api_rate_window_hit(*, api_key: ApiKey, limit: int) -> bool:
+    """Count one request of ``api_key`` in the current one-second window; False when over ``limit``.
+
+    A fixed one-second window in PostgreSQL: one ``INSERT … ON CONFLICT DO UPDATE`` on the key's
+    row, which every web process shares, timed by the database clock so that processes on machines
+    with skewed clocks agree on the window. Refused requests count too, so hammering does not help.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_RATE_HIT_SQL, [api_key.pk])
+        (count,) = cursor.fetchone()
+    return count <= limit
+
+
+# --------------------------------------------------------------------------- idempotency
+
+#: How long an in-progress claim blocks its key; after it, a retry may run the request again
+#: (the process that held the claim is presumed dead). Longer than any API request takes.
+IDEMPOTENCY_LEASE = timedelta(seconds=60)
+#: Records are kept at least 24 hours (the contract); the purge job removes them after 48.
+IDEMPOTENCY_RETENTION = timedelta(hours=48)
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+
+
+class IdempotencyInProgress(DomainError):
+    """A request with this key is still running."""
+
+    code = "idempotency_in_progress"
+
+
+class IdempotencyKeyReused(DomainError):
+    """The key was used for a different request."""
+
+    code = "idempotency_key_reused"
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """What ``idempotency_claim`` found: a record to finish, or a stored response to replay."""
+
+    record: IdempotencyRecord
+    replay: bool
+
+
+def idempotency_claim(*, merchant: Merchant, key: str, fingerprint: str) -> IdempotencyClaim:
+    """Claim ``key`` for a request, or find the stored response to replay.
+
+    Runs in autocommit (outside any transaction) so that the claim is visible to a concurrent
+    request at once: the second request with the key sees ``in_progress`` and gets
+    :class:`IdempotencyInProgress` (409) instead of running the effect twice. The same key with a
+    different fingerprint is :class:`IdempotencyKeyReused` (422). A claim whose lease expired (its
+    process died before finishing) is taken over by a compare-and-swap.
+    """
+    now = timezone.now()
+    record, created = IdempotencyRecord.objects.get_or_create(
+        merchant=merchant,
+        key=key,
+        defaults={"fingerprint": fingerprint, "locked_until": now + IDEMPOTENCY_LEASE},
+    )
+    if created:
+        return IdempotencyClaim(record=record, replay=False)
+    if record.fingerprint != fingerprint:
+        raise IdempotencyKeyReused(
+            _("This Idempotency-Key was already used for a different request; use a new key for a new request.")
+        )
+    if record.status == IdempotencyStatus.COMPLETED:
+        return IdempotencyClaim(record=record, replay=True)
+    if record.locked_until is not None and record.locked_until > now:
+        raise IdempotencyInProgress(
+            _("A request with this Idempotency-Key is still being processed; retry in a moment.")
+        )
+    taken = IdempotencyRecord.objects.filter(
+        pk=record.pk, status=IdempotencyStatus.IN_PROGRESS, locked_until=record.locked_until
+    ).update(locked_until=now + IDEMPOTENCY_LEASE)
+    if taken != 1:  # another retry took it over first, or the first run finished meanwhile
+        return idempotency_claim(merchant=merchant, key=key, fingerprint=fingerprint)
+    record.locked_until = now + IDEMPOTENCY_LEASE
+    return IdempotencyClaim(record=record, replay=False)
+
+
+def idempotency_complete(*, record: IdempotencyRecord, status: int, body: str) -> None:
+    """Store the response of a claimed request; in the caller's transaction when it has one.
+
+    Where the effect runs in the same transaction, the effect and its stored response commit
+    together (see docs/api.md, "Crash semantics").
+    """
+    IdempotencyRecord.objects.filter(pk=record.pk).update(
+        status=IdempotencyStatus.COMPLETED,
+        response_status=status,
+        response_body=body,
+        locked_until=None,
+        completed_at=timezone.now(),
+    )
+
+
+def idempotency_release(*, record: IdempotencyRecord) -> None:
+    """Forget a claim whose request failed unexpectedly (a 5xx), so that a retry runs it again."""
+    IdempotencyRecord.objects.filter(pk=record.pk, status=IdempotencyStatus.IN_PROGRESS).delete()
+
+
+def idempotency_records_purge(*, older_than: timedelta = IDEMPOTENCY_RETENTION, limit: int = 10_000) -> int:
+    """Delete idempotency records older than ``older_than`` (at most ``limit``); returns how many."""
+    if older_than < timedelta(hours=24):
+        raise ValueError("idempotency records are kept at least 24 hours")
+    cutoff = timezone.now() - older_than
+    ids = list(
+        IdempotencyRecord.objects.filter(created_at__lt=cutoff)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    deleted, _details = IdempotencyRecord.objects.filter(pk__in=ids).delete()
+    return deleted
+
+
+# --------------------------------------------------------------------------- webhooks
+
+WEBHOOK_TYPE_PATTERN = re.compile(r"^[a-z]+\.(\*|[a-z_]+)$")
+WEBHOOK_CLAIM_LEASE = timedelta(seconds=60)
+
+
+def _clean_event_types(event_types: object) -> list[str]:
+    message = _("Choose event types such as order.* or order.completed (families: %(families)s).") % {
+        "families": ", ".join(WEBHOOK_EVENT_FAMILIES)
+    }
+    if isinstance(event_types, str) or not isinstance(event_types, Iterable):
+        raise ValidationFailed(message, fields={"event_types": message})
+    cleaned: list[str] = []
+    for item in event_types:
+        item = str(item).strip()
+        if item == "*" or (
+            WEBHOOK_TYPE_PATTERN.match(item) and item.split(".", 1)[0] in WEBHOOK_EVENT_FAMILIES and len(item) <= 64
+        ):
+            if item not in cleaned:
+                cleaned.append(item)
+        else:
+            raise ValidationFailed(message, fields={"event_types": message})
+    if not cleaned:
+        raise ValidationFailed(message, fields={"event_types": message})
+    return cleaned
+
+
+def _clean_webhook_url(url: object) -> str:
+    url = str(url or "").strip()
+    if not url or len(url) > 500:
+        message = _("Enter an http:// or https:// URL of at most 500 characters.")
+        raise ValidationFailed(message, fields={"url": message})
+    try:
+        check_url(url)
+    except UnsafeTarget as exc:
+        message = _("This URL cannot receive webhooks: %(why)s.") % {"why": str(exc)}
+        raise ValidationFailed(message, code="unsafe_webhook_target", fields={"url": message}) from None
+    return url
+
+
+def webhook_endpoint_clean(*, url: object, event_types: object) -> tuple[str, list[str]]:
+    """Validate a webhook URL (public target) and event types; returns them cleaned. Writes nothing."""
+    errors: dict[str, str] = {}
+    cleaned_url, types = "", []
+    try:
+        cleaned_url = _clean_webhook_url(url)
+    except ValidationFailed as exc:
+        errors.update(exc.fields)
+    try:
+        types = _clean_event_types(event_types)
+    except ValidationFailed as exc:
+        errors.update(exc.fields)
+    if errors:
+        raise ValidationFailed(_("Please correct the webhook endpoint."), fields=errors)
+    return cleaned_url, types
+
+
+@transaction.atomic
+def webhook_endpoint_create(
+    *,
+    actor: Actor,
+    merchant: Merchant,
+    url: str,
+    event_types: Iterable[str],
+    livemode: bool = True,
+    description: str = "",
+) -> tuple[WebhookEndpoint, str]:
+    """Register a URL for signed event callbacks; returns the endpoint and its ``whsec_`` secret (shown once).
+
+    The URL must resolve to public addresses only (unless ``BNPL_WEBHOOK_ALLOW_PRIVATE_TARGETS``);
+    it is checked again before every delivery, because DNS can change.
+    """
+    url = _clean_webhook_url(url)
+    types = _clean_event_types(event_types)
+    secret = generate_secret()
+    endpoint = WebhookEndpoint.objects.create(
+        merchant=merchant,
+        url=url,
+        description=(description or "").strip()[:200],
+        event_types=types,
+        livemode=bool(livemode),
+        is_active=True,
+        secret_encrypted=encrypt_secret(secret),
+        secret_hint=secret_hint(secret),
+        created_by=_actor_user(actor),
+    )
+    return endpoint, secret
+
+
+@transaction.atomic
+def webhook_endpoint_update(
+    *,
+    actor: Actor,
+    endpoint: WebhookEndpoint,
+    url: str | None = None,
+    event_types: Iterable[str] | None = None,
+    is_active: bool | None = None,
+    description: str | None = None,
+) -> WebhookEndpoint:
+    """Change an endpoint's URL, event types, description or active flag (the secret stays)."""
+    locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+    changed: list[str] = []
+    if url is not None and url != locked.url:
+        locked.url = _clean_webhook_url(url)
+        changed.append("url")
+    if event_types is not None:
+        types = _clean_event_types(event_types)
+        if types != locked.event_types:
+            locked.event_types = types
+            changed.append("event_types")
+    if is_active is not None and bool(is_active) != locked.is_active:
+        locked.is_active = bool(is_active)
+        changed.append("is_active")
+    if description is not None and description.strip()[:200] != locked.description:
+        locked.description = description.strip()[:200]
+        changed.append("description")
+    if changed:
+        locked.save(update_fields=[*changed, "updated_at"])
+    return locked
+
+
+def webhook_event_enqueue(
+    *,
+    merchant_id: int,
+    event_type: str,
+    payload: Mapping[str, Any],
+    ordering_key: str,
+    livemode: bool | Callable[[], bool] = True,
+) -> WebhookEvent | None:
+    """Put an event in the outbox for every active endpoint of the merchant that subscribes to it.
+
+    Call it inside the transaction that makes the change (the order services do): the event and its
+    deliveries commit with the change or not at all, so a rolled-back change is never announced.
+    With no subscribed endpoint nothing is written. ``livemode`` may be a callable, evaluated only
+    when the merchant has endpoints at all (most order transitions then cost one indexed query).
+    Returns the event, or None.
+    """
+    candidates = [
+        endpoint
+        for endpoint in WebhookEndpoint.objects.filter(merchant_id=merchant_id, is_active=True)
+        if endpoint.subscribes_to(event_type)
+    ]
+    if not candidates:
+        return None
+    if callable(livemode):
+        livemode = livemode()
+    endpoints = [endpoint for endpoint in candidates if endpoint.livemode == livemode]
+    if not endpoints:
+        return None
+    with transaction.atomic():
+        event = WebhookEvent.objects.create(
+            uuid=uuid.uuid4(),
+            merchant_id=merchant_id,
+            type=event_type,
+            livemode=livemode,
+            ordering_key=ordering_key[:64],
+            payload=dict(payload),
+        )
+        now = timezone.now()
+        WebhookDelivery.objects.bulk_create(
+            WebhookDelivery(
+                event=event,
+                endpoint=endpoint,
+                ordering_key=event.ordering_key,
+                status=WebhookDeliveryStatus.PENDING,
+                next_attempt_at=now,
+            )
+            for endpoint in endpoints
+        )
+    return event
+
+
+def webhook_body(event: WebhookEvent) -> str:
+    """The JSON body sent for an event: the same bytes on every attempt (the signature covers them)."""
+    envelope = {
+        "type": event.type,
+        "timestamp": event.created_at.astimezone(UTC).isoformat(),
+        "livemode": event.livemode,
+        "data": event.payload,
+    }
+    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _claim_due_deliveries(*, now: datetime, limit: int) -> list[WebhookDelivery]:
+    """Claim up to ``limit`` due deliveries: lease them (push ``next_attempt_at``) and count the attempt.
+
+    ``SKIP LOCKED`` lets several workers sweep at once; a delivery whose order has an earlier event
+    still pending for the same endpoint is held back, so a merchant receives one order's events in
+    the order they happened (event N+1 only after N succeeded or failed for good).
+    """
+    earlier_pending = WebhookDelivery.objects.filter(
+        endpoint_id=OuterRef("endpoint_id"),
+        ordering_key=OuterRef("ordering_key"),
+        status=WebhookDeliveryStatus.PENDING,
+        event_id__lt=OuterRef("event_id"),
+    )
+    with transaction.atomic():
+        claimed = list(
+            WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(status=WebhookDeliveryStatus.PENDING, next_attempt_at__lte=now)
+            .exclude(Exists(earlier_pending))
+            .order_by("next_attempt_at", "id")[:limit]
+        )
+        if claimed:
+            WebhookDelivery.objects.filter(pk__in=[d.pk for d in claimed]).update(
+                next_attempt_at=now + WEBHOOK_CLAIM_LEASE, attempts=F("attempts") + 1
+            )
+    for delivery in claimed:
+        delivery.attempts += 1
+    return claimed
+
+
+def _attempt(delivery: WebhookDelivery, *, event: WebhookEvent, endpoint: WebhookEndpoint) -> PostResult:
+    """One signed POST, outside any transaction (a slow receiver must not hold locks)."""
+    try:
+        target = check_url(endpoint.url)
+        secret = decrypt_secret(endpoint.secret_encrypted)
+    except (UnsafeTarget, ValueError) as exc:
+        return PostResult(status=None, excerpt="", error=f"refused: {exc}"[:500])
+    body = webhook_body(event)
+    headers = sign(secret=secret, msg_id=event.webhook_id, timestamp=timezone.now(), body=body)
+    return post(target, body=body, headers=headers, timeout=settings.BNPL_WEBHOOK_TIMEOUT_S)
+
+
+def _record_attempt(delivery: WebhookDelivery, *, result: PostResult, started_at: datetime, duration_ms: int) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        WebhookAttempt.objects.create(
+            delivery=delivery,
+            number=delivery.attempts,
+            started_at=started_at,
+            duration_ms=duration_ms,
+            response_status=result.status,
+            response_excerpt=result.excerpt[:500],
+            error=result.error[:500],
+            succeeded=result.ok,
+        )
+        fields: dict[str, Any] = {"last_response_status": result.status, "last_error": result.error}
+        if result.ok:
+            fields.update(status=WebhookDeliveryStatus.SUCCEEDED, delivered_at=now, next_attempt_at=None)
+        elif delivery.attempts >= MAX_ATTEMPTS:
+            fields.update(status=WebhookDeliveryStatus.FAILED, next_attempt_at=None)
+        else:
+            fields.update(next_attempt_at=now + timedelta(seconds=RETRY_DELAYS_S[delivery.attempts]))
+        # Compare-and-swap on the attempt number: a manual redelivery meanwhile has reset the row.
+        WebhookDelivery.objects.filter(
+            pk=delivery.pk, status=WebhookDeliveryStatus.PENDING, attempts=delivery.attempts
+        ).update(**fields)
+
+
+def webhook_deliveries_run(*, limit: int = 50, now: datetime | None = None) -> int:
+    """Send every due webhook delivery once (up to ``limit``); returns how many were attempted.
+
+    A system job: it claims deliveries in one short transaction, makes each HTTP call outside any
+    transaction, then records the outcome (and the next attempt on the retry schedule
+    0 s, 15 s, 15 s, 30 s, 3 min, 30 min ×4, 1 h; after the tenth failure the delivery has failed).
+    Safe to run twice or on several workers at once: claims are leased and skip locked rows.
+    """
+    claimed = _claim_due_deliveries(now=now or timezone.now(), limit=limit)
+    if not claimed:
+        return 0
+    events = WebhookEvent.objects.in_bulk({d.event_id for d in claimed})
+    endpoints = WebhookEndpoint.objects.in_bulk({d.endpoint_id for d in claimed})
+    for delivery in claimed:
+        started_at = timezone.now()
+        clock = time.perf_counter()
+        result = _attempt(delivery, event=events[delivery.event_id], endpoint=endpoints[delivery.endpoint_id])
+        duration_ms = int((time.perf_counter() - clock) * 1000)
+        _record_attempt(delivery, result=result, started_at=started_at, duration_ms=duration_ms)
+    return len(claimed)
+
+
+@transaction.atomic
+def webhook_delivery_redeliver(*, actor: Actor, delivery: WebhookDelivery) -> WebhookDelivery:
+    """Send a delivery again (staff or the merchant asking): ``succeeded|failed → pending``, due now.
+
+    The webhook-id stays the event's, so a receiver that already processed it can recognise it.
+    The attempt count starts again, giving the redelivery the full retry schedule. A delivery that
+    is still pending is refused: it is on its way already.
+    """
+    locked = WebhookDelivery.objects.select_for_update().get(pk=delivery.pk)
+    if WebhookDeliveryStatus.PENDING not in WEBHOOK_DELIVERY_TRANSITIONS[locked.status]:
+        raise InvalidTransition(
+            _("Delivery %(id)s is %(status)s; it cannot be sent again yet.")
+            % {"id": locked.pk, "status": locked.status}
+        )
+    now = timezone.now()
+    locked.status = WebhookDeliveryStatus.PENDING
+    locked.attempts = 0
+    locked.next_attempt_at = now
+    locked.redelivered_at = now
+    locked.redelivered_by = _actor_user(actor)
+    locked.save(update_fields=["status", "attempts", "next_attempt_at", "redelivered_at", "redelivered_by"])
+    return locked

@@ -71,6 +71,9 @@ def test_seed_demo_content():
         OrderStatus.CANCELLED,
         OrderStatus.EXPIRED,
         OrderStatus.DECLINED,
+        OrderStatus.COLLECTING,
+        OrderStatus.OVERDUE,
+        OrderStatus.REFUNDED,
     }
     assert reachable <= statuses
     assert Agreement.objects.filter(status="valid").exists()

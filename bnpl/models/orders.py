@@ -10,6 +10,8 @@ from django.utils.translation import gettext_lazy as _
 from bnpl.choices import OPEN_STATUSES, ActorKind, AgreementStatus, OrderStatus
 from merchants.choices import ConfirmMode, Scenario
 
+from .charging import DpdBucket
+
 
 class Agreement(models.Model):
     """先享服务授权: a consumer's standing authorisation for one merchant service.
@@ -85,6 +87,28 @@ class CreditOrder(models.Model):
     due_at = models.DateTimeField(_("Due at"), null=True, blank=True)
     closed_at = models.DateTimeField(_("Closed at"), null=True, blank=True)
     close_reason = models.CharField(_("Close reason"), max_length=200, blank=True)
+    # --- Charging and collection (bnpl/charging.py, bnpl/overdue.py; docs/charging.md).
+    # True from the moment a charge attempt is written until its outcome is final; set and cleared in the same
+    # transactions as the attempt row. The charge run tests it on the order row itself, so a worker that reaches
+    # a row another worker has just claimed re-checks the new row version and skips it.
+    charge_in_flight = models.BooleanField(_("Charge in progress"), default=False)
+    charge_attempt_count = models.PositiveIntegerField(_("Charge attempts"), default=0)
+    # Failed attempts that count for the retry schedule (declines, and attempts the provider never saw).
+    charge_failure_count = models.PositiveIntegerField(_("Failed charge attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("Next charge attempt"), null=True, blank=True)
+    collecting_since = models.DateTimeField(_("Collecting since"), null=True, blank=True)
+    overdue_since = models.DateTimeField(_("Overdue since"), null=True, blank=True)
+    dpd = models.PositiveIntegerField(_("Days past due"), default=0)
+    dpd_bucket = models.CharField(_("Delinquency bucket"), max_length=4, choices=DpdBucket.choices, blank=True)
+    guaranteed_at = models.DateTimeField(_("Guaranteed at"), null=True, blank=True)
+    late_fee_amount = models.DecimalField(_("Late fee"), max_digits=12, decimal_places=2, default=0)
+    paid_at = models.DateTimeField(_("Paid at"), null=True, blank=True)
+    # --- After the charge and disputes (bnpl/refunds.py, bnpl/disputes.py; docs/settlement.md).
+    # Σ of succeeded refunds, a cache kept in the refund's own transaction on the locked row; the CHECK below makes
+    # "refunded ≤ charged" hold for every writer.
+    refunded_amount = models.DecimalField(_("Refunded"), max_digits=12, decimal_places=2, default=0)
+    # An open dispute raised before the charge: the charge run leaves the order alone until it is decided.
+    charge_paused = models.BooleanField(_("Charge paused (dispute)"), default=False)
     created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("Updated at"), auto_now=True)
 
@@ -110,6 +134,14 @@ class CreditOrder(models.Model):
                 condition=~Q(status__in=["completed", "collecting", "overdue", "paid"]) | Q(amount_due__isnull=False),
                 name="order_completed_has_amount_due",
             ),
+            models.CheckConstraint(condition=Q(late_fee_amount__gte=0), name="order_late_fee_non_negative"),
+            models.CheckConstraint(
+                condition=Q(refunded_amount=0) | (Q(refunded_amount__gt=0) & Q(refunded_amount__lte=F("amount_due"))),
+                name="order_refunded_within_charged",
+            ),
+            models.CheckConstraint(
+                condition=Q(dpd_bucket__in=["", "M0", "M1", "M2", "M3+"]), name="order_dpd_bucket_valid"
+            ),
         ]
         indexes = [
             # Expiry job: pending confirmations past their deadline.
@@ -118,6 +150,22 @@ class CreditOrder(models.Model):
             ),
             # Charge run: completed orders by due time.
             models.Index(fields=["due_at"], condition=Q(status="completed"), name="order_due_idx"),
+            # Charge run, retries: collecting and overdue orders by the time of their next attempt.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status__in=["collecting", "overdue"]),
+                name="order_retry_due_idx",
+            ),
+            # Overdue job (classify_overdue): collecting orders by due time, to find those past the grace period.
+            models.Index(fields=["due_at"], condition=Q(status="collecting"), name="order_collecting_due_idx"),
+            # Overdue job, DPD refresh: every overdue order, by due time.
+            models.Index(fields=["due_at"], condition=Q(status="overdue"), name="order_overdue_due_idx"),
+            # Guarantee job (apply_guarantee): unguaranteed orders in collection, by first failure.
+            models.Index(
+                fields=["collecting_since"],
+                condition=Q(status__in=["collecting", "overdue"], guaranteed_at__isnull=True),
+                name="order_guarantee_due_idx",
+            ),
             models.Index(fields=["consumer", "-created_at"], name="order_consumer_recent_idx"),
             models.Index(fields=["merchant", "-created_at"], name="order_merchant_recent_idx"),
             # Agreement close check and open-order counts.

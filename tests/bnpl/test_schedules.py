@@ -42,7 +42,9 @@ def row_for(job):
 def test_declares_expiry_and_heartbeat_every_minute():
     by_name = {job.name: job for job in JOBS}
 
-    assert sorted(by_name) == ["expire-pending-orders", "scheduler-heartbeat"]
+    # The first two jobs are the foundation's; later issues append theirs (and test them where they live).
+    assert [job.name for job in JOBS[:2]] == ["expire-pending-orders", "scheduler-heartbeat"]
+    assert len(by_name) == len(JOBS)
     expiry = by_name["expire-pending-orders"]
     assert (expiry.func, expiry.schedule_type, expiry.minutes, expiry.cron) == (
         "bnpl.tasks.expire_pending_orders",
@@ -111,20 +113,25 @@ def test_setup_schedules_creates_every_declared_job():
 
     output = run()
 
-    assert Schedule.objects.count() == len(JOBS) == 2
+    assert Schedule.objects.count() == len(JOBS)
     for job in JOBS:
         row = row_for(job)
         assert row.func == job.func
         assert row.schedule_type == job.schedule_type
         assert row.minutes == job.minutes
-        assert row.cron is None
+        assert row.cron == job.cron
+        assert row.kwargs == (repr(dict(job.kwargs)) if job.kwargs else None)
         assert row.repeats == -1
         assert (row.args, row.hook, row.cluster, row.intended_date_kwarg) == (None, None, None, None)
-        # Interval jobs start at the cluster's next scheduler tick.
-        assert before <= row.next_run <= timezone.now()
+        if job.cron:
+            # A cron job starts at its next occurrence, never "now".
+            assert row.next_run == croniter(job.cron, timezone.localtime(before)).get_next(datetime)
+        else:
+            # Interval jobs start at the cluster's next scheduler tick.
+            assert before <= row.next_run <= timezone.now()
     assert row_for(JOBS[0]).kwargs == "{'limit': 500}"
     assert row_for(JOBS[1]).kwargs is None
-    assert output.splitlines() == ["created: expire-pending-orders", "created: scheduler-heartbeat"]
+    assert output.splitlines() == [f"created: {job.name}" for job in JOBS]
 
 
 def test_setup_schedules_second_run_changes_nothing():
@@ -135,8 +142,7 @@ def test_setup_schedules_second_run_changes_nothing():
 
     assert snapshot() == before
     assert output.splitlines() == [
-        "kept: expire-pending-orders",
-        "kept: scheduler-heartbeat",
+        *(f"kept: {job.name}" for job in JOBS),
         "Schedules are up to date; nothing changed.",
     ]
 
@@ -171,7 +177,7 @@ def test_setup_schedules_restores_a_hand_edited_row_and_keeps_its_id():
     assert row_for(JOBS[1]).next_run == untouched.next_run
     assert output.splitlines() == [
         "updated: expire-pending-orders (func, minutes, kwargs, args, hook, cluster, repeats)",
-        "kept: scheduler-heartbeat",
+        *(f"kept: {job.name}" for job in JOBS[1:]),
     ]
     assert "nothing changed" in run()
 
@@ -192,8 +198,7 @@ def test_setup_schedules_deletes_orphans_and_duplicates():
         f"deleted: legacy-report #{legacy.pk} (bnpl.tasks.old_report)",
         f"deleted: (unnamed) #{unnamed.pk} (bnpl.tasks.adhoc)",
         f"deleted: scheduler-heartbeat #{duplicate.pk} (bnpl.schedules.heartbeat)",
-        "kept: expire-pending-orders",
-        "kept: scheduler-heartbeat",
+        *(f"kept: {job.name}" for job in JOBS),
     ]
 
 
@@ -202,8 +207,7 @@ def test_setup_schedules_dry_run_writes_nothing():
 
     assert Schedule.objects.count() == 0
     assert output.splitlines() == [
-        "would be created: expire-pending-orders",
-        "would be created: scheduler-heartbeat",
+        *(f"would be created: {job.name}" for job in JOBS),
         "Dry run: nothing was written.",
     ]
 
@@ -222,7 +226,7 @@ def test_setup_schedules_dry_run_reports_but_keeps_edits_and_orphans():
     assert output.splitlines() == [
         "would be updated: scheduler-heartbeat (minutes)",
         f"would be deleted: legacy #{orphan.pk} (bnpl.tasks.old)",
-        "kept: expire-pending-orders",
+        *(f"kept: {job.name}" for job in JOBS if job is not JOBS[1]),
         "Dry run: nothing was written.",
     ]
 
@@ -243,7 +247,7 @@ def test_sync_is_all_or_nothing():
 def test_sync_report_of_a_fresh_table():
     report = schedules_sync()
 
-    assert report.created == ["expire-pending-orders", "scheduler-heartbeat"]
+    assert report.created == [job.name for job in JOBS]
     assert (report.updated, report.deleted, report.kept, report.changed) == ({}, [], [], True)
 
 

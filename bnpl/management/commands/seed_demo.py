@@ -2,9 +2,11 @@
 
 Idempotent: every object has a natural key (username, USCC, out_order_no) and is created only when
 missing, so running the command twice gives the same data. Everything goes through the services, the
-way a merchant, a consumer or staff would have produced it; the one exception is backdating the
-confirmation deadline of the demo orders meant to show the ``expired`` state (nobody wants to wait
-half an hour for a demo), after which the real expiry service expires them.
+way a merchant, a consumer or staff would have produced it. Two places move time on instead of waiting
+for it: the confirmation deadline of the orders meant to show ``expired`` is backdated before the real
+expiry service expires them, and the overdue classification of the orders meant to show ``overdue`` is
+run as of three days from now (past the grace period). Completed orders of the metered scenarios are
+left for the scheduler: the charge run of ``make run`` charges them within a minute.
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 from stdnum.cn import ric, uscc
 
 from bnpl import services as order_services
+from bnpl.charging import credit_order_charge_now, credit_order_pay_now
 from bnpl.choices import ActorKind, OrderStatus
-from bnpl.models import Agreement, CreditOrder
+from bnpl.gateway.services import sandbox_funding_source_add
+from bnpl.models import Agreement, CreditOrder, SandboxFundingSource
+from bnpl.models.charging import ChargeTrigger
+from bnpl.overdue import credit_order_mark_overdue
+from bnpl.refunds import credit_order_refund
 from consumers import services as consumer_services
 from consumers.models import Consumer
 from merchants import services as merchant_services
@@ -289,6 +297,8 @@ class Command(BaseCommand):
                     ]
                 )
             )
+            if n % 12 == 0:
+                score = 660  # good record, empty card: these are the ones whose charges fail
             name = rng.choice(SURNAMES) + rng.choice(GIVEN)
             id_number = _resident_id(n, rng)
             city = rng.choice(CITIES)
@@ -302,6 +312,13 @@ class Command(BaseCommand):
                 consumer = consumer_services.consumer_verify_identity(
                     actor=consumer.user, consumer=consumer, real_name=name, id_number=id_number
                 )
+            if not SandboxFundingSource.objects.filter(consumer=consumer).exists():
+                sandbox_funding_source_add(
+                    actor=consumer.user,
+                    consumer=consumer,
+                    label=f"招商银行储蓄卡({1000 + n})",
+                    balance_amount=Decimal("0.00") if n % 12 == 0 else Decimal("800.00"),
+                )
             consumers.append(consumer)
         return consumers
 
@@ -312,7 +329,8 @@ class Command(BaseCommand):
 
     def _orders(self, rng: random.Random, merchants: dict[str, Merchant], consumers: list[Consumer]) -> None:
         now = timezone.now()
-        good = [c for c in consumers if c.credit_profile.score >= 650]
+        broke = [c for n, c in enumerate(consumers, start=1) if n % 12 == 0]
+        good = [c for n, c in enumerate(consumers, start=1) if c.credit_profile.score >= 650 and n % 12 != 0]
         poor = [c for c in consumers if c.credit_profile.score < 550]
         seq = 0
         for username, merchant in merchants.items():
@@ -327,7 +345,10 @@ class Command(BaseCommand):
                 "completed",
                 "paid",
                 "paid",
-                "paid",
+                "paid_elsewhere",
+                "refunded",
+                "collecting",
+                "overdue",
                 "cancelled",
                 "expired",
                 "declined",
@@ -341,7 +362,7 @@ class Command(BaseCommand):
                 out_order_no = f"DEMO-{username.split('-')[1].upper()}-{seq:04d}"
                 if CreditOrder.objects.filter(merchant=merchant, out_order_no=out_order_no).exists():
                     continue
-                pool = poor if state == "declined" else good
+                pool = {"declined": poor, "collecting": broke, "overdue": broke}.get(state, good)
                 consumer = pool[seq % len(pool)]
                 # Each service call is its own (durable) transaction, as a real request would be.
                 self._order_in_state(state, merchant, each_time, agreement_listing, consumer, out_order_no, rng, now)
@@ -406,10 +427,36 @@ class Command(BaseCommand):
         if state == "active":
             return
         order = order_services.credit_order_complete(actor=owner, actor_kind=ActorKind.MERCHANT, order=order)
-        if state == "paid" and order.status != OrderStatus.PAID:
+        if state == "completed" or order.status != OrderStatus.COMPLETED:
+            return  # awaiting the scheduled charge run (or billed ¥0 and already settled)
+        if state == "paid_elsewhere":
             order_services.credit_order_mark_paid_elsewhere(
                 actor=owner, actor_kind=ActorKind.MERCHANT, order=order, reason="顾客已在门店现金支付"
             )
+            return
+        if state in ("paid", "refunded"):
+            # The consumer pays straight away from the app, through the charge run's idempotent path.
+            credit_order_pay_now(actor=consumer.user, order=order, consumer=consumer)
+            order.refresh_from_db()
+            if state == "refunded" and order.status == OrderStatus.PAID:
+                credit_order_refund(
+                    actor=owner,
+                    actor_kind=ActorKind.MERCHANT,
+                    order=order,
+                    amount=order.amount_due,
+                    reason="服务未完成，全额退款",
+                    idempotency_key=f"{order.out_order_no}-R1",
+                )
+            return
+        # collecting / overdue: the scheduled charge of a due order meets an empty card and collection
+        # begins (live-stream goods are not due for days: they stay awaiting their charge).
+        if order.due_at > timezone.now():
+            return
+        credit_order_charge_now(actor=None, order=order, trigger=ChargeTrigger.SCHEDULED)
+        order.refresh_from_db()
+        if state == "overdue" and order.status == OrderStatus.COLLECTING:
+            # Let the grace period pass (two days beyond it) for the overdue classification.
+            credit_order_mark_overdue(order=order, now=now + settings.BNPL_GRACE_PERIOD + timedelta(days=2))
 
     def _usage(self, order: CreditOrder, merchant: Merchant, rng: random.Random, now) -> None:
         """Realistic usage for the scenario: a charging session, a parcel, gym visits; goods need none."""
