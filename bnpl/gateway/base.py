@@ -22,13 +22,14 @@ from typing import Any
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 
 class ChargeOutcome(models.TextChoices):
     """What became of a gateway request (usable as model field choices)."""
 
     SUCCEEDED = "succeeded", _("Succeeded")
-    DECLINED = "declined", _("Declined")
+    DECLINED = "declined", pgettext_lazy("payment outcome", "Declined")
     UNKNOWN = "unknown", _("Unknown")
     # Only from query(): the provider has no request under that key.
     NOT_FOUND = "not_found", _("Not found")

@@ -23,6 +23,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 
 class AttemptStatus(models.TextChoices):
@@ -35,7 +36,7 @@ class AttemptStatus(models.TextChoices):
 
     PENDING = "pending", _("Pending")
     SUCCEEDED = "succeeded", _("Succeeded")
-    DECLINED = "declined", _("Declined")
+    DECLINED = "declined", pgettext_lazy("payment outcome", "Declined")
     UNKNOWN = "unknown", _("Unknown")
     NOT_FOUND = "not_found", _("Not found at the provider")
 
@@ -103,7 +104,7 @@ class ChargeRun(models.Model):
     claimed = models.PositiveIntegerField(_("Orders claimed"), default=0)
     resent = models.PositiveIntegerField(_("Pending attempts resent"), default=0)
     succeeded = models.PositiveIntegerField(_("Succeeded"), default=0)
-    declined = models.PositiveIntegerField(_("Declined"), default=0)
+    declined = models.PositiveIntegerField(pgettext_lazy("payment outcome", "Declined"), default=0)
     unknown = models.PositiveIntegerField(_("Unknown"), default=0)
     errors = models.PositiveIntegerField(_("Errors"), default=0)
     succeeded_amount = models.DecimalField(_("Amount charged"), max_digits=14, decimal_places=2, default=0)

@@ -15,6 +15,7 @@ import secrets
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 
 def new_funding_token() -> str:
@@ -62,7 +63,7 @@ class SandboxFundingSource(models.Model):
 
 class SandboxChargeStatus(models.TextChoices):
     SUCCEEDED = "succeeded", _("Succeeded")
-    DECLINED = "declined", _("Declined")
+    DECLINED = "declined", pgettext_lazy("payment outcome", "Declined")
 
 
 class SandboxCharge(models.Model):

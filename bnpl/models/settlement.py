@@ -18,6 +18,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 # --------------------------------------------------------------------------- refunds
 
@@ -27,7 +28,7 @@ class RefundStatus(models.TextChoices):
 
     PENDING = "pending", _("Pending")
     SUCCEEDED = "succeeded", _("Succeeded")
-    DECLINED = "declined", _("Declined")
+    DECLINED = "declined", pgettext_lazy("payment outcome", "Declined")
     UNKNOWN = "unknown", _("Unknown")
 
 
