@@ -277,7 +277,8 @@ def classify_overdue(*, now: datetime | None = None, limit: int | None = None) -
         with transaction.atomic():
             batch = list(
                 CreditOrder.objects.select_for_update(skip_locked=True)
-                .filter(status=S.COLLECTING, due_at__lte=cutoff, charge_in_flight=False)
+                # A disputed order (charge paused) is neither overdue nor a breach while staff look at it.
+                .filter(status=S.COLLECTING, due_at__lte=cutoff, charge_in_flight=False, charge_paused=False)
                 .exclude(pk__in=failed)
                 .order_by("due_at", "id")[:size]
             )
@@ -344,7 +345,13 @@ def apply_guarantee(*, now: datetime | None = None, limit: int | None = None) ->
         with transaction.atomic():
             batch = list(
                 CreditOrder.objects.select_for_update(skip_locked=True)
-                .filter(status__in=[S.COLLECTING, S.OVERDUE], guaranteed_at__isnull=True, collecting_since__lte=cutoff)
+                # No advance to the merchant on an order the consumer disputes before the charge.
+                .filter(
+                    status__in=[S.COLLECTING, S.OVERDUE],
+                    guaranteed_at__isnull=True,
+                    collecting_since__lte=cutoff,
+                    charge_paused=False,
+                )
                 .exclude(pk__in=failed)
                 .order_by("collecting_since", "id")[:size]
             )

@@ -28,7 +28,7 @@ class RefundStatus(models.TextChoices):
 
     PENDING = "pending", _("Pending")
     SUCCEEDED = "succeeded", _("Succeeded")
-    DECLINED = "declined", pgettext_lazy("payment outcome", "Declined")
+    DECLINED = "declined", pgettext_lazy("refund outcome", "Declined")
     UNKNOWN = "unknown", _("Unknown")
 
 

@@ -471,3 +471,14 @@ def test_admin_write_off_asks_for_a_reason_then_writes_off(staff_client, staff_u
     assert done.status_code == 302
     order.refresh_from_db()
     assert (order.status, order.close_reason) == (S.WRITTEN_OFF, "debtor deceased")
+
+
+def test_a_disputed_order_is_neither_marked_overdue_nor_guaranteed(listing, consumer):
+    order = collecting(listing, consumer, due_ago=timedelta(hours=80), charge_paused=True)
+    before = snapshot(order)
+
+    assert classify_overdue().marked_overdue == 0
+    assert apply_guarantee() == 0
+    assert snapshot(order) == before
+    order.refresh_from_db()
+    assert order.guaranteed_at is None
