@@ -43,12 +43,11 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from consumers.choices import PromiseOutcome
-from consumers.models import Consumer, PromiseRecord
-from consumers.services import credit_hold_release, promise_record_add, promise_record_recover
+from consumers.models import Consumer
+from consumers.services import credit_hold_release
 from merchants.models import Merchant
 from scoring.models import ConsumerFeatures
-from scoring.services import features_on_charge_attempt, features_on_promise_record
+from scoring.services import features_on_charge_attempt
 
 from .charging_bulk import (
     ACTOR_KIND_BY_TRIGGER,
@@ -82,7 +81,7 @@ from .models.charging import (
 )
 from .money import ZERO
 from .overdue import overdue_pause_lift
-from .services import _lock_order, _move, _refusal
+from .services import _lock_order, _move, _promise_on_paid, _refusal
 
 __all__ = [
     "Outgoing",
@@ -255,24 +254,6 @@ def _event_actor_kind(attempt: ChargeAttempt) -> str:
     return ACTOR_KIND_BY_TRIGGER.get(attempt.trigger, ActorKind.SYSTEM)
 
 
-def _promise_on_payment(order: CreditOrder, *, was_overdue: bool, now: datetime) -> None:
-    """Paid on time → fulfilled; an overdue order whose record says breached → recovered."""
-    record = PromiseRecord.objects.filter(order_id=order.pk).first()
-    if record is None:
-        record = promise_record_add(
-            consumer=order.consumer,  # type: ignore[arg-type]
-            merchant_id=order.merchant_id,
-            order_id=order.pk,
-            outcome=PromiseOutcome.FULFILLED,
-            amount=order.amount_due or ZERO,
-            recorded_at=now,
-        )
-        features_on_promise_record(actor=None, record=record)
-    elif was_overdue and record.outcome == PromiseOutcome.BREACHED:
-        record = promise_record_recover(order_id=order.pk, recorded_at=now)
-        features_on_promise_record(actor=None, record=record, days_past_due=order.dpd)
-
-
 def _apply_success(order: CreditOrder, attempt: ChargeAttempt, result: GatewayResult, now: datetime) -> None:
     attempt.status = AttemptStatus.SUCCEEDED
     attempt.gateway_reference = (result.reference or attempt.gateway_reference or "unreported")[:64]
@@ -317,7 +298,7 @@ def _apply_success(order: CreditOrder, attempt: ChargeAttempt, result: GatewayRe
     )
     if was_overdue:
         overdue_pause_lift(actor=attempt.actor, order=order)
-    _promise_on_payment(order, was_overdue=was_overdue, now=now)
+    _promise_on_paid(order, actor=None, now=now)
     _tell_scoring_charge(order, succeeded=True)
 
 

@@ -25,10 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from consumers.choices import PromiseOutcome
-from consumers.models import PromiseRecord
-from consumers.services import credit_hold_release, promise_record_add, promise_record_recover
-from scoring.services import features_on_promise_record
+from consumers.services import credit_hold_release
 
 from .choices import ActorKind, OrderStatus
 from .exceptions import InvalidTransition, NotAllowed, ValidationFailed
@@ -39,7 +36,7 @@ from .models import ChargeAttempt, CreditOrder, LedgerTransaction, OrderEvent, R
 from .models.charging import AttemptStatus
 from .models.settlement import REFUND_IN_FLIGHT, RefundStatus
 from .money import ZERO, MoneyError, parse_money
-from .services import _lock_order, _move, _refusal, _required_reason
+from .services import _lock_order, _move, _promise_on_paid, _refusal, _required_reason
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -308,25 +305,6 @@ def reconcile_pending_refunds(
 # --------------------------------------------------------------------------- lowering the amount
 
 
-def _promise_on_nothing_owed(order: CreditOrder, *, actor: Actor) -> None:
-    """Nothing is left to pay: a breached record becomes recovered, an order without one is recorded fulfilled."""
-    now = timezone.now()
-    record = PromiseRecord.objects.filter(order_id=order.pk).first()
-    if record is None:
-        record = promise_record_add(
-            consumer=order.consumer,  # type: ignore[arg-type]
-            merchant_id=order.merchant_id,
-            order_id=order.pk,
-            outcome=PromiseOutcome.FULFILLED,
-            amount=order.amount_due or ZERO,
-            recorded_at=now,
-        )
-        features_on_promise_record(actor=actor, record=record)
-    elif record.outcome == PromiseOutcome.BREACHED:
-        record = promise_record_recover(order_id=order.pk, recorded_at=now)
-        features_on_promise_record(actor=actor, record=record, days_past_due=order.dpd)
-
-
 def lower_amount_locked(
     order: CreditOrder, *, actor: Actor, actor_kind: str, new_amount: Decimal, reason: str, data: dict | None = None
 ) -> CreditOrder:
@@ -384,7 +362,7 @@ def lower_amount_locked(
         from .overdue import overdue_pause_lift
 
         overdue_pause_lift(actor=_user(actor), order=order)
-    _promise_on_nothing_owed(order, actor=_user(actor))
+    _promise_on_paid(order, actor=_user(actor), now=timezone.now())
     return order
 
 

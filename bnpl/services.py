@@ -140,6 +140,28 @@ def _move(
     return event
 
 
+def _promise_on_paid(order: CreditOrder, *, actor: Actor, now: datetime) -> None:
+    """The 守约记录 of an order that owes nothing more (charged, paid elsewhere, lowered or billed to ¥0).
+
+    No record yet → fulfilled; a breached record (the order went overdue) → recovered; any other
+    record already says how the order ended. Scoring is told in the same transaction.
+    """
+    record = PromiseRecord.objects.filter(order_id=order.pk).first()
+    if record is None:
+        record = promise_record_add(
+            consumer=order.consumer,  # type: ignore[arg-type]
+            merchant_id=order.merchant_id,
+            order_id=order.pk,
+            outcome=PromiseOutcome.FULFILLED,
+            amount=order.amount_due or ZERO,
+            recorded_at=now,
+        )
+        features_on_promise_record(actor=actor, record=record)
+    elif record.outcome == PromiseOutcome.BREACHED:
+        record = promise_record_recover(order_id=order.pk, recorded_at=now)
+        features_on_promise_record(actor=actor, record=record, days_past_due=order.dpd)
+
+
 def _reasons_data(reasons: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
     return [{"code": str(r.get("code", "")), "message": str(r.get("message", ""))} for r in reasons]
 
@@ -1096,15 +1118,7 @@ def credit_order_complete(
             reason=_("nothing to charge"),
             update_fields=["hold_amount", "paid_at"],
         )
-        record = promise_record_add(
-            consumer=order.consumer,
-            merchant_id=order.merchant_id,
-            order_id=order.pk,
-            outcome=PromiseOutcome.FULFILLED,
-            amount=ZERO,
-            recorded_at=now,
-        )
-        features_on_promise_record(actor=actor, record=record)
+        _promise_on_paid(order, actor=actor, now=now)
     return order
 
 
@@ -1151,20 +1165,7 @@ def credit_order_mark_paid_elsewhere(*, actor: Actor, actor_kind: str, order: Cr
         from .overdue import overdue_pause_lift
 
         overdue_pause_lift(actor=actor, order=order)
-    breached = PromiseRecord.objects.filter(order_id=order.pk, outcome=PromiseOutcome.BREACHED).exists()
-    if was_overdue and breached:
-        record = promise_record_recover(order_id=order.pk, recorded_at=now)
-        features_on_promise_record(actor=actor, record=record, days_past_due=getattr(order, "dpd", None))
-    else:
-        record = promise_record_add(
-            consumer=order.consumer,
-            merchant_id=order.merchant_id,
-            order_id=order.pk,
-            outcome=PromiseOutcome.FULFILLED,
-            amount=order.amount_due or ZERO,
-            recorded_at=now,
-        )
-        features_on_promise_record(actor=actor, record=record)
+    _promise_on_paid(order, actor=actor, now=now)
     return order
 
 
