@@ -17,6 +17,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from bnpl.admin_mixins import ReadOnlyAdminMixin
+
 from .choices import ActorKind, AgreementStatus, OrderStatus
 from .exceptions import DomainError
 from .models import Agreement, BillLine, CreditOrder, OrderEvent, UsageEvent
@@ -31,19 +33,6 @@ class ReasonForm(forms.Form):
 
 def _all_fields(model: type) -> list[str]:
     return [f.name for f in model._meta.get_fields() if f.concrete and not f.auto_created] + ["id"]
-
-
-class ReadOnlyAdminMixin:
-    """No add, change or delete: rows are written by services only."""
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):

@@ -17,6 +17,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from bnpl.admin_mixins import ReadOnlyAdminMixin
 from bnpl.ledger import ledger_check
 from bnpl.models import (
     LedgerAccount,
@@ -30,17 +31,8 @@ from bnpl.models import (
 from bnpl.money import ZERO, format_cny
 
 
-class ReadOnlyModelAdmin(admin.ModelAdmin):
+class ReadOnlyModelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """No add, change or delete: the rows are written by services (and the database refuses edits)."""
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class LedgerEntryInline(admin.TabularInline):

@@ -20,6 +20,7 @@ from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
+from bnpl.admin_mixins import ReadOnlyAdminMixin
 from bnpl.exceptions import DomainError
 from bnpl.money import format_cny
 
@@ -27,19 +28,6 @@ from .choices import LimitChangeReason
 from .forms import CreditLimitAdjustForm, ProfileReasonForm, add_domain_error
 from .models import Consumer, CreditProfile, CreditProfileEvent, LimitChange, PromiseRecord
 from .services import credit_limit_set, credit_profile_pause, credit_profile_unpause
-
-
-class ReadOnlyAdminMixin:
-    """View-only: rows are written by services only, never by the admin's save()."""
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 def _money(description: str, field: str) -> Callable:

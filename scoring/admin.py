@@ -25,6 +25,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from bnpl.admin_mixins import ReadOnlyAdminMixin
 from bnpl.exceptions import DomainError
 from bnpl.money import format_cny
 from consumers.models import Consumer
@@ -41,19 +42,6 @@ def _pretty_json(value: object) -> SafeString:
         '<pre style="white-space: pre-wrap; margin: 0">{}</pre>',
         json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False),
     )
-
-
-class ReadOnlyAdminMixin:
-    """View-only: rows are written by services only."""
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 class ReasonForm(forms.Form):
