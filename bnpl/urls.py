@@ -21,6 +21,8 @@ urlpatterns = [
     path("pay/", include("bnpl.portal.urls_pay")),
     path("me/", include("bnpl.portal.urls_me")),
     path("account/", include("consumers.urls")),
+    # The merchant portal (merchants/portal/__init__.py): one namespace, views in merchants/ and bnpl/.
+    path("merchant/", include("bnpl.merchant_portal.urls")),
     # The language switch (POST language=zh-hans|en, next=…): Django's set_language view.
     path("i18n/", include("django.conf.urls.i18n")),
 ]
