@@ -103,3 +103,17 @@ WEBHOOK_DELIVERY_TRANSITIONS: dict[str, frozenset[str]] = {
 #: The families of webhook events a merchant can subscribe to (``order.*``) besides single types
 #: (``order.completed``). The families follow WeChat Pay Score's and 芝麻先享's notifications.
 WEBHOOK_EVENT_FAMILIES: tuple[str, ...] = ("order", "charge", "refund", "agreement", "dispute", "settlement")
+
+
+class MerchantTaskKind(models.TextChoices):
+    """Long portal work that runs in the background with a progress bar (merchants.portal.tasks)."""
+
+    EXPORT_ORDERS = "export_orders", _("Order export")
+    IMPORT_LISTINGS = "import_listings", _("Listing import")
+
+
+class MerchantTaskStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Running")
+    SUCCEEDED = "succeeded", _("Done")
+    FAILED = "failed", _("Failed")

@@ -21,6 +21,8 @@ from .choices import (
     MemberRole,
     MerchantCategory,
     MerchantStatus,
+    MerchantTaskKind,
+    MerchantTaskStatus,
     Scenario,
     WebhookDeliveryStatus,
 )
@@ -431,3 +433,79 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery_id} #{self.number}"
+
+
+class MerchantActivity(models.Model):
+    """The team's activity log: who did what in the portal or through the API, for the owner to read.
+
+    Append-only by convention (admin is read-only); written by ``merchants.activity.activity_record`` in
+    the same transaction as the change it describes, so a refused or rolled-back action leaves no line.
+    ``target`` is a short human label ("order T123", "listing 12"); ``detail`` holds the facts (amounts,
+    reasons, before/after) as JSON-safe values.
+    """
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="activities")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    role = models.CharField(_("Role"), max_length=16, choices=MemberRole.choices, blank=True)
+    action = models.CharField(_("Action"), max_length=48)
+    target = models.CharField(_("Target"), max_length=120, blank=True)
+    detail = models.JSONField(_("Detail"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("At"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("Merchant activity")
+        verbose_name_plural = _("Merchant activity")
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["merchant", "-created_at", "-id"], name="merchant_activity_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.merchant_id} {self.action} {self.target}"
+
+
+class MerchantTask(models.Model):
+    """A long piece of portal work (export, bulk import) run by a django-q2 task, polled for progress.
+
+    The row is created with the request (status queued) and handed to the cluster by id; the task moves it
+    to running, advances ``done`` of ``total`` as it goes, and ends succeeded with ``result_file`` (a
+    download) and ``result`` (a summary), or failed with ``error``. Running it twice is safe: a task that is
+    not queued is left alone.
+    """
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="tasks")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    kind = models.CharField(_("Kind"), max_length=32, choices=MerchantTaskKind.choices)
+    status = models.CharField(
+        _("Status"), max_length=16, choices=MerchantTaskStatus.choices, default=MerchantTaskStatus.QUEUED
+    )
+    params = models.JSONField(_("Parameters"), default=dict, blank=True)
+    done = models.PositiveIntegerField(_("Done"), default=0)
+    total = models.PositiveIntegerField(_("Total"), default=0)
+    result = models.JSONField(_("Result"), default=dict, blank=True)
+    result_file = models.FileField(_("File"), upload_to="merchant-tasks/%Y/%m/", blank=True)
+    error = models.TextField(_("Error"), blank=True)
+    created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("Started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("Finished at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("Merchant task")
+        verbose_name_plural = _("Merchant task")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(done__lte=models.F("total")) | Q(total=0), name="merchant_task_done_le_total"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        return (
+            100 if self.status == MerchantTaskStatus.SUCCEEDED else (100 * self.done // self.total if self.total else 0)
+        )
