@@ -82,6 +82,7 @@ from .models.charging import (
 from .money import ZERO
 from .overdue import overdue_pause_lift
 from .services import _lock_order, _move, _promise_on_paid, _refusal
+from .webhooks import charge_webhook
 
 __all__ = [
     "Outgoing",
@@ -264,6 +265,7 @@ def _apply_success(order: CreditOrder, attempt: ChargeAttempt, result: GatewayRe
     order.next_attempt_at = None
     _ensure_completion_posted(order)
     post_charge(order, attempt_key=attempt.idempotency_key, amount=attempt.amount)
+    charge_webhook(attempt=attempt, order=order)
     if order.status not in PAYABLE:
         # Cannot happen through the services (paying elsewhere and writing off are refused while a charge is
         # in flight), but money moved, so it is recorded and staff are told rather than the outcome dropped.
@@ -360,6 +362,7 @@ def _apply_failure(
         order.collecting_since = now
     fields += ["charge_failure_count", "next_attempt_at", "collecting_since"]
     _tell_scoring_charge(order, succeeded=False)
+    charge_webhook(attempt=attempt, order=order)
     if order.status == S.COMPLETED:
         _move(
             order,

@@ -24,11 +24,11 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from consumers.choices import PromiseOutcome
-from consumers.models import Consumer
-from consumers.services import credit_hold_release, promise_record_add
+from consumers.models import Consumer, PromiseRecord
+from consumers.services import credit_holds_release_many, promise_records_add_many
 from merchants.models import Merchant, WebhookEndpoint
 from scoring.models import ConsumerFeatures
-from scoring.services import features_on_charge_attempt, features_on_promise_record
+from scoring.services import features_on_charge_attempt, features_on_promises_kept
 
 from .choices import ActorKind, OrderStatus
 from .gateway.base import ChargeOutcome, GatewayResult
@@ -38,7 +38,7 @@ from .models.charging import IN_FLIGHT_STATUSES, AttemptStatus, ChargeTrigger
 from .models.gateway import SandboxFundingSource
 from .models.ledger import AccountKind, TransactionKind
 from .money import ZERO, to_money
-from .webhooks import order_event_webhook
+from .webhooks import charge_webhook, order_event_webhook
 
 S = OrderStatus
 PAYABLE = (S.COMPLETED, S.COLLECTING, S.OVERDUE)
@@ -443,74 +443,89 @@ def record_batch(
             )
         if events:
             OrderEvent.objects.bulk_create(events)
-            _enqueue_webhooks(events)
+        _enqueue_webhooks(events, charged={a.pk: o.pk for a, o, _r in successes + failures})
         _post_batch(postings)
-        consumer_ids = sorted(set(releases) | set(failed_consumers))
-        consumers = Consumer.objects.in_bulk(consumer_ids)
-        # A success matters to scoring only when it clears earlier failures; most consumers have none.
-        had_failures = set(
-            ConsumerFeatures.objects.filter(pk__in=list(paid_by_consumer), charge_failures__gt=0).values_list(
-                "pk", flat=True
-            )
-        )
-        for consumer_id in consumer_ids:
-            _consumer_side_effects(
-                consumers[consumer_id],
-                release=releases.get(consumer_id, ZERO),
-                paid=paid_by_consumer.get(consumer_id, []),
-                failures=failed_consumers.get(consumer_id, 0),
-                clears_failures=consumer_id in had_failures,
-                now=now,
-            )
+        _consumer_side_effects(releases=releases, paid_by_consumer=paid_by_consumer, failed=failed_consumers, now=now)
     return tally, rest
 
 
-def _enqueue_webhooks(events: list[OrderEvent]) -> None:
-    """Queue the merchants' ``order.<status>`` webhooks of a chunk's transitions, as ``_move`` does one by one.
+def _enqueue_webhooks(events: list[OrderEvent], *, charged: dict[int, int]) -> None:
+    """Queue a chunk's webhooks as the one-attempt path does: ``charge.<outcome>`` then ``order.<status>``.
 
-    Only merchants with an active endpoint can receive one; for the others nothing is
-    loaded (the enqueue would write nothing for them anyway).
+    ``charged`` maps the attempts that succeeded or were declined to their orders. Only merchants with an
+    active endpoint can receive anything; for the others nothing is loaded (the enqueue would
+    write nothing for them anyway), so a run for merchants without webhooks costs two queries.
     """
-    merchant_of = dict(CreditOrder.objects.filter(pk__in={e.order_id for e in events}).values_list("pk", "merchant_id"))
+    if not events and not charged:
+        return
+    order_ids = {e.order_id for e in events} | set(charged.values())
+    merchant_of = dict(CreditOrder.objects.filter(pk__in=order_ids).values_list("pk", "merchant_id"))
     listening = set(
         WebhookEndpoint.objects.filter(merchant_id__in=set(merchant_of.values()), is_active=True).values_list(
             "merchant_id", flat=True
         )
     )
-    wanted = [e for e in events if merchant_of[e.order_id] in listening]
-    if not wanted:
+    wanted_ids = {pk for pk, merchant_id in merchant_of.items() if merchant_id in listening}
+    if not wanted_ids:
         return
-    orders = CreditOrder.objects.in_bulk({e.order_id for e in wanted})
-    for event in wanted:
-        order_event_webhook(order=orders[event.order_id], event=event)
+    orders = CreditOrder.objects.in_bulk(wanted_ids)
+    attempt_of = {
+        attempt.order_id: attempt
+        for attempt in ChargeAttempt.objects.filter(
+            pk__in=[pk for pk, order_id in charged.items() if order_id in wanted_ids]
+        )
+    }
+    for order_id in sorted(wanted_ids):
+        if order_id in attempt_of:
+            charge_webhook(attempt=attempt_of[order_id], order=orders[order_id])
+    for event in events:
+        if event.order_id in wanted_ids:
+            order_event_webhook(order=orders[event.order_id], event=event)
 
 
 def _consumer_side_effects(
-    consumer: Consumer,
     *,
-    release: Decimal,
-    paid: list[_OrderRow],
-    failures: int,
-    clears_failures: bool,
+    releases: dict[int, Decimal],
+    paid_by_consumer: dict[int, list[_OrderRow]],
+    failed: dict[int, int],
     now: datetime,
 ) -> None:
-    """One consumer's part of a chunk: give back the holds, write promise records, tell scoring."""
-    if release > ZERO:
-        credit_hold_release(consumer=consumer, amount=release)
-    for order in paid:
-        record = promise_record_add(
-            consumer=consumer,
-            merchant_id=order.merchant_id,
-            order_id=order.pk,
-            outcome=PromiseOutcome.FULFILLED,
-            amount=order.amount_due,
-            recorded_at=now,
-        )
-        features_on_promise_record(actor=None, record=record)
-    for _n in range(failures):
-        features_on_charge_attempt(actor=None, consumer=consumer, succeeded=False)
-    if paid and not failures and clears_failures:
-        features_on_charge_attempt(actor=None, consumer=consumer, succeeded=True)
+    """The chunk's effects in the consumers and scoring apps, a few statements for the whole chunk.
+
+    Holds given back (one statement), promise records written (one), the kept promises
+    counted into the scoring features and the scores re-evaluated
+    (``features_on_promises_kept``: a handful of statements, plus one write per consumer
+    whose score or limit moved). Declines are rare in a run and go one by one. Lock order:
+    credit profiles by consumer id, then feature rows by consumer id.
+    """
+    credit_holds_release_many(amounts=releases)
+    records = promise_records_add_many(
+        records=[
+            PromiseRecord(
+                consumer_id=consumer_id,
+                merchant_id=order.merchant_id,
+                order_id=order.pk,
+                outcome=PromiseOutcome.FULFILLED,
+                amount=order.amount_due,
+                recorded_at=now,
+            )
+            for consumer_id, orders in sorted(paid_by_consumer.items())
+            for order in orders
+        ]
+    )
+    features_on_promises_kept(actor=None, records=records)
+    if not failed and not paid_by_consumer:
+        return
+    consumers = Consumer.objects.in_bulk(sorted(set(failed) | set(paid_by_consumer)))
+    for consumer_id, count in sorted(failed.items()):
+        for _n in range(count):
+            features_on_charge_attempt(actor=None, consumer=consumers[consumer_id], succeeded=False)
+    # A success matters to scoring only when it clears earlier failures; most consumers have none.
+    clears = ConsumerFeatures.objects.filter(
+        pk__in=[pk for pk in paid_by_consumer if pk not in failed], charge_failures__gt=0
+    ).values_list("pk", flat=True)
+    for consumer_id in sorted(clears):
+        features_on_charge_attempt(actor=None, consumer=consumers[consumer_id], succeeded=True)
 
 
 # --------------------------------------------------------------------------- claiming

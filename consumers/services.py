@@ -33,7 +33,7 @@ from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
@@ -299,6 +299,35 @@ def credit_hold_release(*, consumer: Consumer, amount: Decimal) -> None:
         # Releasing more than is held means the order's hold_amount and the profile
         # disagree: a bug, never something to paper over.
         raise RuntimeError(f"consumer {consumer.pk}: releasing {amount} exceeds the open exposure")
+
+
+def credit_holds_release_many(*, amounts: dict[int, Decimal]) -> None:
+    """``credit_hold_release`` for many consumers in one statement (``{consumer_id: amount}``).
+
+    The charge run releases the holds of a whole chunk of paid orders at once. Rows are
+    updated in consumer-id order (the lock order of every writer); as in the one-consumer
+    call, releasing more than a consumer holds is a bug and raises ``RuntimeError``, which
+    rolls the caller's transaction back.
+    """
+    wanted = {pk: amount for pk, amount in amounts.items() if amount != 0}
+    if any(amount < 0 for amount in wanted.values()):
+        raise ValidationFailed("a release cannot be negative", fields={"amount": "must not be negative"})
+    if not wanted:
+        return
+    ids = sorted(wanted)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # An UPDATE locks rows in no set order; lock them by consumer id first.
+        cursor.execute(
+            "SELECT 1 FROM consumers_creditprofile WHERE consumer_id = ANY(%s) ORDER BY consumer_id FOR UPDATE", [ids]
+        )
+        cursor.execute(
+            "UPDATE consumers_creditprofile p SET open_exposure_amount = p.open_exposure_amount - v.amount "
+            "FROM unnest(%s::bigint[], %s::numeric[]) AS v(consumer_id, amount) "
+            "WHERE p.consumer_id = v.consumer_id AND p.open_exposure_amount >= v.amount",
+            [ids, [wanted[pk] for pk in ids]],
+        )
+        if cursor.rowcount != len(ids):
+            raise RuntimeError(f"releasing holds of consumers {ids}: {len(ids) - cursor.rowcount} exceed the exposure")
 
 
 # --- Limit, pause and score -------------------------------------------------------------------
@@ -593,6 +622,17 @@ def promise_record_add(
         amount=amount,
         recorded_at=recorded_at,
     )
+
+
+def promise_records_add_many(*, records: list[PromiseRecord]) -> list[PromiseRecord]:
+    """``promise_record_add`` for many unsaved records in one statement (the charge run's chunks).
+
+    The unique ``order_id`` refuses a second record for an order, as for one record.
+    """
+    for record in records:
+        if record.outcome not in PromiseOutcome.values:
+            raise ValidationFailed(f"unknown promise outcome {record.outcome!r}", fields={"outcome": "unknown outcome"})
+    return PromiseRecord.objects.bulk_create(records)
 
 
 @transaction.atomic

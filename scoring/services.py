@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -497,35 +498,113 @@ def features_on_promise_record(
     """
     with transaction.atomic():
         features = _lock_features(record.consumer_id)
-        outcome = record.outcome
-        if outcome == PromiseOutcome.FULFILLED:
-            features.fulfilled_count += 1
-            if record.merchant_id not in (features.kept_merchant_ids or []):
-                features.kept_merchant_ids = [*(features.kept_merchant_ids or []), record.merchant_id]
-            _close_open_order(features, record.merchant_id)
-        elif outcome == PromiseOutcome.CANCELLED:
-            features.cancelled_count += 1
-            _close_open_order(features, record.merchant_id)
-        elif outcome == PromiseOutcome.BREACHED:
-            features.breached_count += 1
-            features.last_breach_at = record.recorded_at
-        elif outcome == PromiseOutcome.RECOVERED:
-            features.recovered_count += 1
-            _close_open_order(features, record.merchant_id)
-        if days_past_due is not None:
-            features.worst_dpd = max(features.worst_dpd, max(int(days_past_due), 0))
+        _apply_promise_record(features, record, days_past_due)
         features.save()
 
         consumer = record.consumer
-        why = f"promise record of order #{record.order_id} ({outcome})"
+        why = _promise_reason(record)
         score_refresh(actor=actor, consumer=consumer, reason=why, features=features)
-        if outcome == PromiseOutcome.FULFILLED and _growth_due(features):
-            credit_limit_grow(
-                actor=actor, consumer=consumer, reason=f"{features.fulfilled_count} kept promises ({why})"
-            )
-        elif outcome == PromiseOutcome.BREACHED:
-            credit_limit_cut_after_breach(actor=actor, consumer=consumer, reason=why)
+        _limit_after_promise_record(actor=actor, consumer=consumer, features=features, record=record, why=why)
     return features
+
+
+def features_on_promises_kept(*, actor: Actor = None, records: Sequence[PromiseRecord]) -> None:
+    """Many fulfilled promise records at once (a charge-run chunk): the same effects as one call each.
+
+    The charge run records hundreds of payments per transaction; calling
+    :func:`features_on_promise_record` for each would lock, read and write one feature row
+    and re-score one consumer per order, a dozen statements each. Here the feature rows are
+    created if missing, locked (by id, the order every writer uses), updated and written in
+    one statement each, the consumers and profiles read in one, and the score and limit are
+    written only for consumers whose score moved or who earned a limit step — the same
+    calls, with the same reasons, as the one-record path. A consumer with several records in
+    the chunk gets one score write, from the final features, where the one-record path would
+    write the intermediate scores too. A test holds the two paths to the same features, scores
+    and limits.
+    """
+    if not records:
+        return
+    if any(record.outcome != PromiseOutcome.FULFILLED for record in records):
+        raise ValueError("features_on_promises_kept takes fulfilled records only")
+    with transaction.atomic():
+        consumer_ids = sorted({record.consumer_id for record in records})
+        ConsumerFeatures.objects.bulk_create(
+            [ConsumerFeatures(consumer_id=pk) for pk in consumer_ids], ignore_conflicts=True
+        )
+        features_of = {
+            row.pk: row
+            for row in ConsumerFeatures.objects.select_for_update().filter(pk__in=consumer_ids).order_by("pk")
+        }
+        # Growth is checked after each record, as the one-record path does: a consumer whose count
+        # crosses a multiple of GROWTH_EVERY_KEPT inside the chunk still earns the step.
+        growth: dict[int, PromiseRecord] = {}
+        for record in sorted(records, key=lambda r: (r.consumer_id, r.recorded_at, r.order_id)):
+            features = features_of[record.consumer_id]
+            _apply_promise_record(features, record, None)
+            if _growth_due(features):
+                growth[record.consumer_id] = record
+        ConsumerFeatures.objects.bulk_update(
+            list(features_of.values()), ["fulfilled_count", "kept_merchant_ids", "open_orders", "open_by_merchant"]
+        )
+        last_record = {record.consumer_id: record for record in records}
+        active = active_compiled_card()
+        consumers = Consumer.objects.select_related("credit_profile").in_bulk(consumer_ids)
+        now = timezone.now()
+        for pk in consumer_ids:
+            consumer, features = consumers[pk], features_of[pk]
+            if active is not None:
+                card_row, card = active
+                variables = derive_variables(
+                    consumer=consumer, profile=consumer.credit_profile, features=features, now=now
+                )
+                score = card.evaluate(variables).score
+                if score != consumer.credit_profile.score:
+                    why = _promise_reason(last_record[pk])
+                    credit_score_set(
+                        actor=actor,
+                        consumer=consumer,
+                        score=score,
+                        reason=f"scorecard {card_row.version}: {why}"[:MAX_REASON],
+                    )
+            if pk in growth:
+                why = _promise_reason(growth[pk])
+                credit_limit_grow(
+                    actor=actor, consumer=consumer, reason=f"{features.fulfilled_count} kept promises ({why})"
+                )
+
+
+def _promise_reason(record: PromiseRecord) -> str:
+    return f"promise record of order #{record.order_id} ({record.outcome})"
+
+
+def _apply_promise_record(features: ConsumerFeatures, record: PromiseRecord, days_past_due: int | None) -> None:
+    """Count one promise record into the consumer's features (in memory; the caller saves)."""
+    outcome = record.outcome
+    if outcome == PromiseOutcome.FULFILLED:
+        features.fulfilled_count += 1
+        if record.merchant_id not in (features.kept_merchant_ids or []):
+            features.kept_merchant_ids = [*(features.kept_merchant_ids or []), record.merchant_id]
+        _close_open_order(features, record.merchant_id)
+    elif outcome == PromiseOutcome.CANCELLED:
+        features.cancelled_count += 1
+        _close_open_order(features, record.merchant_id)
+    elif outcome == PromiseOutcome.BREACHED:
+        features.breached_count += 1
+        features.last_breach_at = record.recorded_at
+    elif outcome == PromiseOutcome.RECOVERED:
+        features.recovered_count += 1
+        _close_open_order(features, record.merchant_id)
+    if days_past_due is not None:
+        features.worst_dpd = max(features.worst_dpd, max(int(days_past_due), 0))
+
+
+def _limit_after_promise_record(
+    *, actor: Actor, consumer: Consumer, features: ConsumerFeatures, record: PromiseRecord, why: str
+) -> None:
+    if record.outcome == PromiseOutcome.FULFILLED and _growth_due(features):
+        credit_limit_grow(actor=actor, consumer=consumer, reason=f"{features.fulfilled_count} kept promises ({why})")
+    elif record.outcome == PromiseOutcome.BREACHED:
+        credit_limit_cut_after_breach(actor=actor, consumer=consumer, reason=why)
 
 
 def _growth_due(features: ConsumerFeatures) -> bool:
