@@ -46,6 +46,10 @@ test: venv
 	$(PY) manage.py compilemessages --ignore=.venv -v0
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Every benchmark with the quick sizes (BENCH_SCALE=full for the issues' sizes); bench/results/latest.json.
+bench: migrate
+	$(PY) bench/run_all.py --scale $(or $(BENCH_SCALE),quick)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
