@@ -91,6 +91,7 @@ def prepare_database() -> str:
     os.environ["DATABASE_URL"] = url
     # Production-like settings: DEBUG off (it keeps every query in memory), a throwaway key.
     os.environ["DJANGO_DEBUG"] = "0"
+    os.environ["DJANGO_SECURE_SSL_REDIRECT"] = "0"  # plain HTTP on this machine (docs/security.md)
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret-0123456789abcdefghijklmnop")
     os.environ["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
     os.environ["LOG_LEVEL"] = "WARNING"
@@ -475,9 +476,10 @@ BREAKDOWN = [
     ("claim (lock due orders, write pending attempts)", "bnpl.charging", "claim_due"),
     ("gateway: in-process sandbox charge", "bnpl.gateway.sandbox", "sandbox_charge"),
     ("record: whole chunk transaction", "bnpl.charging", "record_batch"),
-    ("  of which scoring features (features_on_promise_record)", "bnpl.charging_bulk", "features_on_promise_record"),
-    ("  of which credit hold release (consumers service)", "bnpl.charging_bulk", "credit_hold_release"),
-    ("  of which promise record (consumers service)", "bnpl.charging_bulk", "promise_record_add"),
+    ("  of which scoring features (features_on_promises_kept)", "bnpl.charging_bulk", "features_on_promises_kept"),
+    ("  of which credit holds released (consumers service)", "bnpl.charging_bulk", "credit_holds_release_many"),
+    ("  of which promise records (consumers service)", "bnpl.charging_bulk", "promise_records_add_many"),
+    ("  of which rewards (points, levels, campaigns)", "bnpl.charging_bulk", "incentives_on_promises_kept"),
     ("  of which ledger postings (2 statements per chunk)", "bnpl.charging_bulk", "_post_batch"),
     ("  of which order events + webhooks", "bnpl.charging_bulk", "_enqueue_webhooks"),
     ("run bookkeeping (ChargeRun counters)", "bnpl.charging", "_add_to_run"),
@@ -524,22 +526,22 @@ def diagnose_without_scoring(n: int, *, threads: int, chunk: int) -> float:
     """Diagnostic only: the same full run with the scoring feature hooks replaced by no-ops.
 
     Not the product (scoring must follow every payment): it shows what the charging machinery itself
-    costs, apart from the score refresh that ``features_on_promise_record`` runs per paid order.
+    costs, apart from the score refresh that ``features_on_promises_kept`` runs per chunk.
     """
     from bnpl import charging_bulk
     from bnpl.gateway.faults import NO_FAULTS
     from bnpl.gateway.sandbox import InProcessSandboxGateway
 
     merchant = generate_due_orders(n, "e")
-    saved = charging_bulk.features_on_promise_record, charging_bulk.features_on_charge_attempt
-    charging_bulk.features_on_promise_record = lambda **kwargs: None
+    saved = charging_bulk.features_on_promises_kept, charging_bulk.features_on_charge_attempt
+    charging_bulk.features_on_promises_kept = lambda **kwargs: None
     charging_bulk.features_on_charge_attempt = lambda **kwargs: None
     try:
         elapsed = timed_charge_run(
             gateway=InProcessSandboxGateway(faults=NO_FAULTS), threads=threads, chunk=chunk, workers=1, url="", n=n
         )
     finally:
-        charging_bulk.features_on_promise_record, charging_bulk.features_on_charge_attempt = saved
+        charging_bulk.features_on_promises_kept, charging_bulk.features_on_charge_attempt = saved
     check_outcome(merchant.pk, n)
     return n / elapsed
 

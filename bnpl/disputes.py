@@ -31,9 +31,10 @@ from .exceptions import InvalidTransition, NotAllowed, ValidationFailed
 from .gateway.base import PaymentGateway
 from .models import CreditOrder, Dispute, DisputeEvent, DisputeEvidence, Refund
 from .models.settlement import DISPUTE_ACTIVE, DISPUTE_TRANSITIONS, DisputeOutcome, DisputeReason, DisputeStatus
-from .money import ZERO, MoneyError, parse_money
+from .money import ZERO, MoneyError, format_cny, parse_money
 from .refunds import _refuse_inside_transaction, _user, credit_order_refund, lower_amount_locked
 from .services import _lock_order, _required_reason
+from .webhooks import dispute_webhook
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -45,6 +46,57 @@ BEFORE_CHARGE = (S.COMPLETED, S.COLLECTING, S.OVERDUE)
 AFTER_CHARGE = (S.PAID, S.PARTIALLY_REFUNDED)
 MAX_DESCRIPTION = 2000
 MAX_RESPONSE = 4000
+
+
+#: Evidence a merchant may attach: photos and PDFs, each up to 5 MB, at most 10 per response.
+EVIDENCE_MAX_BYTES = 5 * 1024 * 1024
+EVIDENCE_MAX_FILES = 10
+EVIDENCE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".heic", ".pdf"})
+
+
+def _evidence_kind(head: bytes) -> str | None:
+    """What the first bytes of a file say it is (its signature), or None: the name alone is not trusted."""
+    if head.startswith(b"%PDF-"):
+        return "pdf"
+    if head.startswith(b"\xff\xd8"):  # JPEG start-of-image marker
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc"):
+        return "heic"
+    return None
+
+
+def evidence_files_check(files: Iterable[File]) -> list[File]:
+    """Refuse evidence that is not an image or a PDF (by content and name), is empty or over 5 MB.
+
+    Raises ``ValidationFailed`` with ``fields={"files": …}`` naming the first bad file; writes nothing.
+    """
+    checked = list(files)
+    if len(checked) > EVIDENCE_MAX_FILES:
+        message = _("Attach at most %(n)d files.") % {"n": EVIDENCE_MAX_FILES}
+        raise ValidationFailed(message, code="evidence_invalid", fields={"files": message})
+    for upload in checked:
+        name = str(getattr(upload, "name", "") or "")
+        size = upload.size or 0
+        if size > EVIDENCE_MAX_BYTES or size == 0:
+            message = _("“%(name)s” is %(size)s; each file must be more than 0 and at most 5 MB.") % {
+                "name": name,
+                "size": f"{size / 1024 / 1024:.1f} MB",
+            }
+            raise ValidationFailed(message, code="evidence_invalid", fields={"files": message})
+        upload.seek(0)
+        head = upload.read(16)
+        upload.seek(0)
+        extension = ("." + name.rsplit(".", 1)[-1].lower()) if "." in name else ""
+        if _evidence_kind(head) is None or extension not in EVIDENCE_EXTENSIONS:
+            message = _("“%(name)s” is not a photo (JPEG, PNG, GIF, WebP, HEIC) or a PDF.") % {"name": name}
+            raise ValidationFailed(message, code="evidence_invalid", fields={"files": message})
+    return checked
 
 
 def response_days() -> int:
@@ -126,7 +178,7 @@ def dispute_open(
             message = _("Enter a valid amount: %(reason)s") % {"reason": exc}
             raise ValidationFailed(message, code="invalid_amount", fields={"amount": message}) from exc
     if value <= ZERO or value > at_stake:
-        message = _("The disputed amount must be more than 0 and at most %(max)s.") % {"max": at_stake}
+        message = _("The disputed amount must be more than 0 and at most %(max)s.") % {"max": format_cny(at_stake)}
         raise ValidationFailed(message, code="invalid_amount", fields={"amount": message})
     now = timezone.now()
     after_charge = order.status in AFTER_CHARGE
@@ -157,6 +209,7 @@ def dispute_open(
         order.charge_paused = True
         order.save(update_fields=["charge_paused", "updated_at"])
     features_on_dispute(actor=None, consumer=consumer)
+    dispute_webhook(dispute=dispute, order=order, event_type="dispute.opened")
     return dispute
 
 
@@ -165,6 +218,8 @@ def dispute_respond(
     *, actor: Actor, dispute: Dispute, text: str, files: Iterable[File] = (), merchant_id: int | None = None
 ) -> Dispute:
     """The merchant answers an open dispute, with optional evidence files, before ``respond_by``.
+
+    Evidence must be photos or PDFs of at most 5 MB each (:func:`evidence_files_check`).
 
     ``merchant_id``, when given, must be the dispute's merchant (the caller's tenant).
     After the deadline the answer is refused: staff decide on what they have.
@@ -175,6 +230,7 @@ def dispute_respond(
     if len(text) > MAX_RESPONSE:
         message = _("Keep the response under %(n)d characters.") % {"n": MAX_RESPONSE}
         raise ValidationFailed(message, fields={"text": message})
+    files = evidence_files_check(files)
     dispute = _lock_dispute(dispute)
     if merchant_id is not None and dispute.merchant_id != merchant_id:
         raise NotAllowed(_("This dispute concerns another merchant."), code="wrong_merchant")
@@ -191,6 +247,7 @@ def dispute_respond(
     dispute.save(update_fields=["status", "response_text", "responded_at"])
     for upload in files:
         DisputeEvidence.objects.create(dispute=dispute, file=upload, uploaded_by=_user(actor))
+    dispute_webhook(dispute=dispute, order=dispute.order, event_type="dispute.responded")
     return dispute
 
 
@@ -234,6 +291,7 @@ def _close_decided(*, actor: Actor, dispute: Dispute, outcome: str, reason: str)
             refund_needed = order.status in AFTER_CHARGE
         else:
             _unpause(order)
+        dispute_webhook(dispute=dispute, order=order, event_type="dispute.decided")
     return dispute, refund_needed
 
 
@@ -300,4 +358,5 @@ def dispute_withdraw(*, actor: Actor, dispute: Dispute, consumer: Consumer, reas
     dispute.closed_at = timezone.now()
     dispute.save(update_fields=["status", "closed_at"])
     _unpause(order)
+    dispute_webhook(dispute=dispute, order=order, event_type="dispute.withdrawn")
     return dispute

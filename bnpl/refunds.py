@@ -37,6 +37,7 @@ from .models.charging import AttemptStatus
 from .models.settlement import REFUND_IN_FLIGHT, RefundStatus
 from .money import ZERO, MoneyError, parse_money
 from .services import _lock_order, _move, _promise_on_paid, _refusal, _required_reason
+from .webhooks import refund_webhook
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -179,6 +180,7 @@ def refund_record(*, refund_id: int, result: GatewayResult) -> Refund:
     Succeeded → ledger ``post_refund`` (key ``refund:<gateway key>``), the order's
     ``refunded_amount`` grows and the order moves to ``partially_refunded`` or ``refunded``;
     declined → the refund is closed, nothing posted; unknown → ``unknown`` (reconciled later).
+    A final outcome also writes the ``refund.succeeded`` / ``refund.declined`` webhook event here.
     Locks the order, then the refund (the order-first lock order of every writer).
     """
     with transaction.atomic():
@@ -196,6 +198,7 @@ def refund_record(*, refund_id: int, result: GatewayResult) -> Refund:
             refund.save(update_fields=["status", "gateway_reference", "message", "finished_at"])
             post_refund(order, refund_key=refund.gateway_key, amount=refund.amount)
             order.refunded_amount += refund.amount
+            refund_webhook(refund=refund, order=order)  # in this transaction: no callback for a rollback
             to = S.REFUNDED if order.refunded_amount >= (order.amount_due or ZERO) else S.PARTIALLY_REFUNDED
             _move(
                 order,
@@ -218,6 +221,7 @@ def refund_record(*, refund_id: int, result: GatewayResult) -> Refund:
                 reason=_("Refund declined by the payment provider"),
                 data={"event": "refund_declined", "refund": refund.gateway_key, "code": refund.decline_code},
             )
+            refund_webhook(refund=refund, order=order)
         else:
             refund.status = RefundStatus.UNKNOWN
             refund.save(update_fields=["status", "message"])

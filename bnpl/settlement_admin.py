@@ -3,8 +3,9 @@
 - Refunds: read-only, with the gateway key and answer.
 - Disputes: read-only, with evidence and events; actions decide for the consumer or
   the merchant (``dispute_decide``), asking for the reason on an intermediate page.
-- Settlement batches: read-only with their lines and a statement (对账单) CSV download.
-- Payouts: the "mark paid" action (``payout_mark_paid``) posts the payout to the ledger.
+- Settlement batches: read-only with their lines and a statement (对账单) CSV / XLSX download.
+- Payouts: "send now" (``payouts_send_due``, what the payout job does) and "mark paid" (``payout_mark_paid``,
+  for a transfer made outside the gateway) post the payout to the ledger.
 
 Imported by ``bnpl.admin`` so the registrations happen when the admin is discovered.
 """
@@ -25,8 +26,8 @@ from bnpl.admin import ReadOnlyAdminMixin, ReadOnlyInline, _all_fields, _reason_
 from bnpl.disputes import dispute_decide
 from bnpl.exceptions import DomainError
 from bnpl.models import Dispute, DisputeEvent, DisputeEvidence, Payout, Refund, SettlementBatch, SettlementItem
-from bnpl.models.settlement import DisputeOutcome
-from bnpl.settlement import payout_mark_paid, statement_csv, statement_filename
+from bnpl.models.settlement import DisputeOutcome, PayoutStatus
+from bnpl.settlement import payout_mark_paid, payout_retry_now, payouts_send_due, statement_file
 
 
 @admin.register(Refund)
@@ -156,21 +157,33 @@ class SettlementBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 "<int:batch_id>/statement.csv",
                 self.admin_site.admin_view(self.statement_view),
                 name="bnpl_settlementbatch_statement",
-            )
+            ),
+            path(
+                "<int:batch_id>/statement.xlsx",
+                self.admin_site.admin_view(self.statement_view),
+                {"fmt": "xlsx"},
+                name="bnpl_settlementbatch_statement_xlsx",
+            ),
         ]
         return own + super().get_urls()
 
     @admin.display(description=_("Statement"))
     def statement_link(self, obj: SettlementBatch) -> str:
-        url = reverse("admin:bnpl_settlementbatch_statement", args=[obj.pk])
-        return format_html('<a href="{}">{}</a>', url, _("CSV"))
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}">{}</a>',
+            reverse("admin:bnpl_settlementbatch_statement", args=[obj.pk]),
+            _("CSV"),
+            reverse("admin:bnpl_settlementbatch_statement_xlsx", args=[obj.pk]),
+            _("Excel"),
+        )
 
-    def statement_view(self, request: HttpRequest, batch_id: int) -> HttpResponse:
+    def statement_view(self, request: HttpRequest, batch_id: int, fmt: str = "csv") -> HttpResponse:
         if not self.has_view_permission(request):
             return HttpResponse(status=403)
         batch = get_object_or_404(SettlementBatch, pk=batch_id)
-        response = HttpResponse(statement_csv(batch), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{statement_filename(batch)}"'
+        statement = statement_file(batch, fmt)
+        response = HttpResponse(statement.content, content_type=statement.content_type)
+        response["Content-Disposition"] = f'attachment; filename="{statement.filename}"'
         return response
 
 
@@ -178,10 +191,20 @@ class SettlementBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class PayoutAdmin(_ActionsOnly):
     """Payouts of settlement batches; "mark paid" records the bank transfer and posts it to the ledger."""
 
-    list_display = ["id", "merchant", "batch", "amount", "status", "paid_at", "reference"]
+    list_display = [
+        "id",
+        "merchant",
+        "batch",
+        "amount",
+        "status",
+        "attempts",
+        "failure_code",
+        "next_attempt_at",
+        "paid_at",
+    ]
     list_filter = ["status"]
     list_select_related = ["merchant", "batch"]
-    actions = ["mark_paid"]
+    actions = ["send_now", "mark_paid"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Payout | None = None) -> list[str]:
         return _all_fields(Payout)
@@ -198,4 +221,18 @@ class PayoutAdmin(_ActionsOnly):
             paid += 1
         self.message_user(
             request, ngettext("%(n)d payout paid.", "%(n)d payouts paid.", paid) % {"n": paid}, messages.SUCCESS
+        )
+
+    @admin.action(description=_("Send the selected payouts now (pending or failed)"), permissions=["change"])
+    def send_now(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
+        ids = []
+        for payout in queryset:
+            if payout.status == PayoutStatus.FAILED:
+                payout_retry_now(actor=request.user, payout=payout)
+            ids.append(payout.pk)
+        counts = payouts_send_due(payout_ids=ids)
+        self.message_user(
+            request,
+            _("%(sent)d sent: %(paid)d paid, %(failed)d failed, %(unknown)d unknown (reconciled later).") % counts,
+            messages.SUCCESS if counts["sent"] else messages.WARNING,
         )

@@ -29,6 +29,12 @@ def _amount(value: Any) -> str | None:
     return None if value is None else f"{value:.2f}"
 
 
+def consumers_livemode(consumer_ids: set[int]) -> dict[int, bool]:
+    """``consumer_livemode`` for many consumers in one query."""
+    sandbox = set(Consumer.objects.filter(pk__in=consumer_ids, is_sandbox=True).values_list("pk", flat=True))
+    return {pk: pk not in sandbox for pk in consumer_ids}
+
+
 def consumer_livemode(consumer_id: int | None) -> bool:
     """An order or agreement is test-mode data exactly when its consumer is a sandbox consumer."""
     if consumer_id is None:
@@ -59,16 +65,21 @@ def order_payload(order: CreditOrder) -> dict[str, Any]:
     }
 
 
-def order_event_webhook(*, order: CreditOrder, event: OrderEvent) -> None:
-    """Enqueue ``order.<to_status>`` for an order transition, ordered per order."""
+def order_event_payload(order: CreditOrder, event: OrderEvent) -> dict[str, Any]:
+    """``order.<to_status>``'s payload: the order after the transition, and what it came from and why."""
     payload = order_payload(order)
     payload["previous_status"] = event.from_status
     payload["reason"] = event.reason
     payload["occurred_at"] = _time(event.created_at)
+    return payload
+
+
+def order_event_webhook(*, order: CreditOrder, event: OrderEvent) -> None:
+    """Enqueue ``order.<to_status>`` for an order transition, ordered per order."""
     webhook_event_enqueue(
         merchant_id=order.merchant_id,
         event_type=f"order.{event.to_status}",
-        payload=payload,
+        payload=order_event_payload(order, event),
         ordering_key=f"order:{order.pk}",
         livemode=lambda: consumer_livemode(order.consumer_id),
     )

@@ -30,6 +30,7 @@ durable transaction.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -49,7 +50,12 @@ from bnpl.validators import normalize_cn_mobile
 from consumers import limits
 from consumers.choices import PromiseOutcome
 from consumers.models import Consumer, CreditProfile, PromiseRecord
-from consumers.services import credit_limit_cut_after_breach, credit_limit_grow, credit_score_set
+from consumers.services import (
+    credit_limit_cut_after_breach,
+    credit_limit_grow,
+    credit_score_set,
+    credit_scores_set_many,
+)
 from merchants.choices import ListingStatus, MerchantStatus
 from merchants.models import Listing, Merchant
 
@@ -543,34 +549,54 @@ def features_on_promises_kept(*, actor: Actor = None, records: Sequence[PromiseR
             _apply_promise_record(features, record, None)
             if _growth_due(features):
                 growth[record.consumer_id] = record
-        ConsumerFeatures.objects.bulk_update(
-            list(features_of.values()), ["fulfilled_count", "kept_merchant_ids", "open_orders", "open_by_merchant"]
-        )
+        _write_kept_counts(list(features_of.values()))
         last_record = {record.consumer_id: record for record in records}
         active = active_compiled_card()
         consumers = Consumer.objects.select_related("credit_profile").in_bulk(consumer_ids)
-        now = timezone.now()
-        for pk in consumer_ids:
-            consumer, features = consumers[pk], features_of[pk]
-            if active is not None:
-                card_row, card = active
+        if active is not None:
+            card_row, card = active
+            now = timezone.now()
+            changes = []
+            for pk in consumer_ids:
+                consumer = consumers[pk]
                 variables = derive_variables(
-                    consumer=consumer, profile=consumer.credit_profile, features=features, now=now
+                    consumer=consumer, profile=consumer.credit_profile, features=features_of[pk], now=now
                 )
                 score = card.evaluate(variables).score
                 if score != consumer.credit_profile.score:
                     why = _promise_reason(last_record[pk])
-                    credit_score_set(
-                        actor=actor,
-                        consumer=consumer,
-                        score=score,
-                        reason=f"scorecard {card_row.version}: {why}"[:MAX_REASON],
-                    )
-            if pk in growth:
-                why = _promise_reason(growth[pk])
-                credit_limit_grow(
-                    actor=actor, consumer=consumer, reason=f"{features.fulfilled_count} kept promises ({why})"
-                )
+                    changes.append((pk, score, f"scorecard {card_row.version}: {why}"[:MAX_REASON]))
+            credit_scores_set_many(actor=actor, changes=changes)
+        for pk, record in sorted(growth.items()):
+            credit_limit_grow(
+                actor=actor,
+                consumer=consumers[pk],
+                reason=f"{features_of[pk].fulfilled_count} kept promises ({_promise_reason(record)})",
+            )
+
+
+def _write_kept_counts(rows: list[ConsumerFeatures]) -> None:
+    """Write the four columns a kept promise changes for many feature rows in one statement.
+
+    ``bulk_update`` would build a CASE per column and row, which costs more to compile than
+    to run at a chunk's size; arrays through ``unnest`` cost nothing. The merchant-id lists
+    travel as JSON because PostgreSQL arrays cannot nest ragged lists.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE scoring_consumerfeatures f SET fulfilled_count = v.fulfilled, open_orders = v.open, "
+            "open_by_merchant = v.by_merchant, updated_at = now(), "
+            "kept_merchant_ids = ARRAY(SELECT jsonb_array_elements_text(v.kept)::bigint) "
+            "FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::jsonb[], %s::jsonb[]) "
+            "AS v(id, fulfilled, open, by_merchant, kept) WHERE f.consumer_id = v.id",
+            [
+                [row.pk for row in rows],
+                [row.fulfilled_count for row in rows],
+                [row.open_orders for row in rows],
+                [json.dumps(row.open_by_merchant or {}) for row in rows],
+                [json.dumps(list(row.kept_merchant_ids or [])) for row in rows],
+            ],
+        )
 
 
 def _promise_reason(record: PromiseRecord) -> str:

@@ -12,8 +12,9 @@ from typing import Any
 from django.http import HttpResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -22,10 +23,11 @@ from bnpl.models import Refund, SettlementBatch
 from bnpl.models.settlement import RefundStatus
 from bnpl.refunds import credit_order_collect, credit_order_lower_amount, credit_order_refund
 from bnpl.settlement import (
+    STATEMENT_FORMATS,
+    XLSX_CONTENT_TYPE,
     settlement_batch_get_for_merchant,
     settlement_batches_for_merchant,
-    statement_csv,
-    statement_filename,
+    statement_file,
 )
 
 from .errors import ApiError
@@ -205,12 +207,26 @@ class SettlementList(MerchantApiView):
         return Response(page_body(SettlementOut(rows, many=True).data, next_cursor))
 
 
+STATEMENT_FORMAT = OpenApiParameter(
+    "format",
+    str,
+    OpenApiParameter.QUERY,
+    enum=list(STATEMENT_FORMATS),
+    default="csv",
+    description="`csv` (UTF-8 with a BOM) or `xlsx` (an Excel workbook with a header block and number formats).",
+)
+
+
 class SettlementStatement(MerchantApiView):
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:
+        # ``?format=`` names the file format here, not a DRF renderer: errors are always JSON.
+        return JSONRenderer(), JSONRenderer.media_type
+
     @extend_schema(
         operation_id="settlements_statement",
-        summary="Download a batch's statement (对账单) as CSV (UTF-8 with BOM)",
+        summary="Download a batch's statement (对账单) as CSV (UTF-8 with BOM) or XLSX",
         tags=["Settlements"],
-        parameters=[_id_parameter("batch_id")],
+        parameters=[_id_parameter("batch_id"), STATEMENT_FORMAT],
         responses={
             (200, "text/csv"): OpenApiResponse(
                 response=OpenApiTypes.STR,
@@ -224,14 +240,28 @@ class SettlementStatement(MerchantApiView):
                     )
                 ],
             ),
+            (200, XLSX_CONTENT_TYPE): OpenApiResponse(
+                response=OpenApiTypes.BINARY,
+                description="The same lines as the CSV in an Excel workbook, after a header block.",
+            ),
             **READ_ERRORS,
         },
     )
     def get(self, request: Request, batch_id: str) -> Any:
+        fmt = request.query_params.get("format", "csv")
+        if fmt not in STATEMENT_FORMATS:
+            message = _("Choose csv or xlsx.")
+            raise ApiError(message, code="validation_failed", status_code=400, fields={"format": message})
         try:
             batch = settlement_batch_get_for_merchant(merchant=self.merchant, batch_id=batch_id)
         except (SettlementBatch.DoesNotExist, ValueError):
             raise ApiError(_("No such settlement batch."), code="not_found", status_code=404) from None
-        response = HttpResponse(statement_csv(batch), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{statement_filename(batch)}"'
+        statement = statement_file(batch, fmt)
+        response = HttpResponse(statement.content, content_type=statement.content_type)
+        response["Content-Disposition"] = f'attachment; filename="{statement.filename}"'
         return response
+
+
+@extend_schema(exclude=True)
+class SettlementStatementCsvPath(SettlementStatement):
+    """``/settlements/<id>/statement.csv``: the route before the format parameter (same behaviour)."""

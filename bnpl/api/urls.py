@@ -28,6 +28,11 @@ urlpatterns = [
     path("orders/<int:order_id>/modify", part_b.OrderModify.as_view(), name="order-modify"),
     path("orders/<int:order_id>/collect", part_b.OrderCollect.as_view(), name="order-collect"),
     path("settlements", part_b.SettlementList.as_view(), name="settlements"),
-    path("settlements/<int:batch_id>/statement.csv", part_b.SettlementStatement.as_view(), name="settlement-statement"),
+    path("settlements/<int:batch_id>/statement", part_b.SettlementStatement.as_view(), name="settlement-statement"),
+    path(  # the first route, kept for clients that use it (not in the schema); ``?format=xlsx`` works there too
+        "settlements/<int:batch_id>/statement.csv",
+        part_b.SettlementStatementCsvPath.as_view(),
+        name="settlement-statement-csv",
+    ),
     re_path(r"^.*$", views.ApiNotFound.as_view(), name="not-found"),
 ]

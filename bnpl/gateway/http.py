@@ -21,7 +21,7 @@ from bnpl.gateway.base import GatewayRequestError, GatewayResult, PaymentGateway
 
 
 class HttpSandboxGateway(PaymentGateway):
-    """JSON over HTTP to ``<base_url>charge``, ``refund`` and ``query`` (see ``bnpl.gateway.views``)."""
+    """JSON over HTTP to ``<base_url>charge``, ``refund``, ``payout`` and ``query`` (see ``bnpl.gateway.views``)."""
 
     def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
         if urlsplit(base_url).scheme not in ("http", "https"):
@@ -63,6 +63,9 @@ class HttpSandboxGateway(PaymentGateway):
         return self._post(
             "refund", {"idempotency_key": idempotency_key, "charge_ref": charge_ref, "amount": str(amount)}
         )
+
+    def payout(self, idempotency_key: str, account: str, amount: Decimal) -> GatewayResult:
+        return self._post("payout", {"idempotency_key": idempotency_key, "account": account, "amount": str(amount)})
 
     def query(self, idempotency_key: str) -> GatewayResult:
         return self._post("query", {"idempotency_key": idempotency_key})

@@ -9,5 +9,6 @@ app_name = "sandbox_gateway"
 urlpatterns = [
     path("charge", views.charge, name="charge"),
     path("refund", views.refund, name="refund"),
+    path("payout", views.payout, name="payout"),
     path("query", views.query, name="query"),
 ]

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from bnpl.gateway.base import GatewayRequestError, GatewayResult
 from bnpl.gateway.faults import sandbox_faults_load
-from bnpl.gateway.sandbox import sandbox_charge, sandbox_query, sandbox_refund
+from bnpl.gateway.sandbox import sandbox_charge, sandbox_payout, sandbox_query, sandbox_refund
 
 
 def _payload(request: HttpRequest) -> dict:
@@ -77,6 +77,19 @@ def refund(request: HttpRequest) -> JsonResponse:
         lambda d, _risk: sandbox_refund(d.get("idempotency_key"), d.get("charge_ref"), d.get("amount")),
         faulty=True,
     )
+
+
+@csrf_exempt
+@require_POST
+def payout(request: HttpRequest) -> JsonResponse:
+    """Pay out to a bank account: ``{idempotency_key, account, amount}``."""
+
+    def process(data: dict, risk_reject: bool) -> GatewayResult:
+        return sandbox_payout(
+            data.get("idempotency_key"), data.get("account"), data.get("amount"), risk_reject=risk_reject
+        )
+
+    return _respond(request, process, faulty=True)
 
 
 @csrf_exempt

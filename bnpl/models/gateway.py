@@ -31,6 +31,10 @@ def new_refund_reference() -> str:
     return f"srf_{secrets.token_hex(12)}"
 
 
+def new_payout_reference() -> str:
+    return f"spo_{secrets.token_hex(12)}"
+
+
 class SandboxFundingSource(models.Model):
     """A consumer's simulated bank card or wallet, with a balance the sandbox debits.
 
@@ -125,6 +129,42 @@ class SandboxRefund(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference} {self.amount}"
+
+
+class SandboxPayoutStatus(models.TextChoices):
+    SUCCEEDED = "succeeded", _("Succeeded")
+    DECLINED = "declined", pgettext_lazy("payment outcome", "Declined")
+
+
+class SandboxPayout(models.Model):
+    """A payout (transfer to a merchant's bank account) as the provider recorded it, one per idempotency key.
+
+    Declines are recorded under their key too, like charges: a repeat of the key replays the
+    decline, and a retry of the payout must come with a new key.
+    """
+
+    idempotency_key = models.CharField(_("Idempotency key"), max_length=128, unique=True)
+    account = models.CharField(_("Account number"), max_length=64)
+    amount = models.DecimalField(_("Amount"), max_digits=14, decimal_places=2)
+    status = models.CharField(_("Status"), max_length=16, choices=SandboxPayoutStatus.choices)
+    decline_code = models.CharField(_("Decline code"), max_length=32, blank=True)
+    reference = models.CharField(_("Reference"), max_length=40, unique=True, default=new_payout_reference)
+    created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("Sandbox payout")
+        verbose_name_plural = _("Sandbox payouts")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="sandbox_payout_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(status="succeeded", decline_code="") | (Q(status="declined") & ~Q(decline_code="")),
+                name="sandbox_payout_decline_has_code",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.amount} {self.status}"
 
 
 class SandboxFaultConfig(models.Model):

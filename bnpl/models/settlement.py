@@ -316,12 +316,28 @@ class SettlementItem(models.Model):
 
 
 class PayoutStatus(models.TextChoices):
+    """``pending``: not sent yet; ``sending``: key written, gateway not answered yet; ``unknown``: the gateway
+    could not say (reconciled later); ``failed``: refused by the provider, retried on a schedule; ``paid``."""
+
     PENDING = "pending", _("Pending")
+    SENDING = "sending", _("Sending")
+    UNKNOWN = "unknown", _("Unknown")
+    FAILED = "failed", _("Failed")
     PAID = "paid", _("Paid")
 
 
+PAYOUT_IN_FLIGHT = (PayoutStatus.SENDING, PayoutStatus.UNKNOWN)
+
+
 class Payout(models.Model):
-    """The transfer of one batch's net to the merchant's bank account; posted to the ledger when paid."""
+    """The transfer of one batch's net to the merchant's bank account; posted to the ledger when paid.
+
+    The payout job (``bnpl.settlement.payouts_send_due``) sends it through the gateway under
+    ``gateway_key`` (``po_<id>_<attempt>_<random>``), written before the call and reused for every resend and
+    reconciliation of that attempt; a failed payout is retried later with the next attempt's key (the
+    provider moved no money under the failed one). The ledger's ``payout:<id>`` key makes a second
+    posting impossible whatever races.
+    """
 
     batch = models.OneToOneField(SettlementBatch, on_delete=models.PROTECT, related_name="payout")
     merchant = models.ForeignKey("merchants.Merchant", on_delete=models.PROTECT, related_name="payouts")
@@ -332,6 +348,12 @@ class Payout(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     paid_at = models.DateTimeField(_("Paid at"), null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(_("Attempts"), default=0)
+    gateway_key = models.CharField(_("Gateway idempotency key"), max_length=128, blank=True)
+    last_sent_at = models.DateTimeField(_("Last sent at"), null=True, blank=True)
+    next_attempt_at = models.DateTimeField(_("Next attempt at"), null=True, blank=True)
+    failure_code = models.CharField(_("Failure code"), max_length=32, blank=True)
+    message = models.CharField(_("Gateway message"), max_length=255, blank=True)
     created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
 
     class Meta:
@@ -341,8 +363,20 @@ class Payout(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="payout_amount_positive"),
             models.CheckConstraint(
-                condition=Q(status="pending", paid_at__isnull=True) | Q(status="paid", paid_at__isnull=False),
+                condition=(~Q(status="paid") & Q(paid_at__isnull=True)) | Q(status="paid", paid_at__isnull=False),
                 name="payout_paid_has_time",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["sending", "unknown"]) | ~Q(gateway_key=""),
+                name="payout_in_flight_has_key",
+            ),
+        ]
+        indexes = [
+            # payouts_send_due / payouts_reconcile: payouts to send, to retry or to ask about.
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                condition=Q(status__in=["pending", "failed", "sending", "unknown"]),
+                name="payout_open_idx",
             ),
         ]
 

@@ -91,3 +91,28 @@ def test_only_subscribers_of_charge_events_get_them(listing, consumer, subscribe
     order = due_order(listing, consumer)
     run_charges(threads=1)
     assert [kind for kind, _p in events_of(order)] == ["order.paid"]
+
+
+def test_recording_a_chunk_for_a_listening_merchant_costs_the_same_queries_for_2_or_12_orders(listing, subscribe):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    subscribe("charge.*", "order.*")
+
+    def recorded_queries(n: int) -> int:
+        people = [ConsumerFactory() for _ in range(n)]
+        for person in people:
+            fund(person)
+        for person in people:
+            due_order(listing, person)
+        items = charging_bulk.claim_due(run_id=ChargeRun.objects.create(worker="w").pk, limit=50, now=timezone.now())
+        pairs = [(item, charging._charge_one(charging.get_gateway(), item)[0]) for item in items]
+        with CaptureQueriesContext(connection) as captured:
+            tally, rest = charging_bulk.record_batch(pairs)
+        assert (tally.succeeded, rest) == (n, [])
+        return len(captured)
+
+    recorded_queries(1)  # first chunk: creates the platform's and the merchant's ledger accounts
+    small, large = recorded_queries(2), recorded_queries(12)
+    assert WebhookEvent.objects.filter(type="charge.succeeded").count() == 15
+    assert large == small
