@@ -27,16 +27,20 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from consumers.choices import PromiseOutcome
-from consumers.models import CreditProfile, PromiseRecord
+from consumers.models import CreditProfile, PromiseRecord, RewardAccount
+from consumers.rewards import grace_extra_for
+from consumers.rewards_policy import LEVELS
 from consumers.services import credit_hold_release, credit_profile_pause, credit_profile_unpause, promise_record_add
 from scoring.services import features_on_promise_record
 
 from .choices import ActorKind, OrderStatus
 from .exceptions import NotAllowed
+from .incentives import incentives_on_promise_record
 from .ledger import (
     ledger_account_for,
     ledger_post,
@@ -109,6 +113,26 @@ def late_fee_for(amount_due: Decimal) -> Decimal:
     return max(min(to_money(fee), cap), ZERO)
 
 
+def grace_period_for(consumer_id: int | None) -> timedelta:
+    """The grace period of one consumer: the platform's, lengthened by their rewards level (a 守约激励 perk)."""
+    return settings.BNPL_GRACE_PERIOD + grace_extra_for(consumer_id)
+
+
+def _within_level_grace(now: datetime) -> Q:
+    """Orders past the platform's grace period whose consumer's level still gives them more time.
+
+    A subquery on the consumer id, not a join: the overdue job's ``FOR UPDATE`` must lock order rows only.
+    """
+    within = Q(pk__in=[])
+    for level in LEVELS:
+        if level.extra_grace:
+            within |= Q(
+                consumer_id__in=RewardAccount.objects.filter(level=level.level).values("consumer_id"),
+                due_at__gt=now - settings.BNPL_GRACE_PERIOD - level.extra_grace,
+            )
+    return within
+
+
 # --------------------------------------------------------------------------- pause
 
 
@@ -162,7 +186,7 @@ def credit_order_mark_overdue(*, order: CreditOrder, now: datetime | None = None
     if order.status != S.COLLECTING:
         raise _refusal(order, _("marked overdue"))
     assert order.due_at is not None and order.amount_due is not None and order.consumer is not None
-    if now < order.due_at + settings.BNPL_GRACE_PERIOD:
+    if now < order.due_at + grace_period_for(order.consumer_id):
         raise NotAllowed(_("The order is still within its grace period."), code="within_grace")
     if order.charge_in_flight:
         raise NotAllowed(_("A charge of this order is in progress."), code="charge_in_progress")
@@ -202,6 +226,7 @@ def credit_order_mark_overdue(*, order: CreditOrder, now: datetime | None = None
             recorded_at=now,
         )
         features_on_promise_record(actor=None, record=record, days_past_due=order.dpd)
+        incentives_on_promise_record(actor=None, record=record, now=now)
     return order
 
 
@@ -279,6 +304,7 @@ def classify_overdue(*, now: datetime | None = None, limit: int | None = None) -
                 CreditOrder.objects.select_for_update(skip_locked=True)
                 # A disputed order (charge paused) is neither overdue nor a breach while staff look at it.
                 .filter(status=S.COLLECTING, due_at__lte=cutoff, charge_in_flight=False, charge_paused=False)
+                .exclude(_within_level_grace(now))
                 .exclude(pk__in=failed)
                 .order_by("due_at", "id")[:size]
             )

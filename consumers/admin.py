@@ -26,7 +26,16 @@ from bnpl.money import format_cny
 
 from .choices import LimitChangeReason
 from .forms import CreditLimitAdjustForm, ProfileReasonForm, add_domain_error
-from .models import Consumer, CreditProfile, CreditProfileEvent, LimitChange, PromiseRecord
+from .models import (
+    Consumer,
+    CreditProfile,
+    CreditProfileEvent,
+    LevelChange,
+    LimitChange,
+    PointsEntry,
+    PromiseRecord,
+    RewardAccount,
+)
 from .services import credit_limit_set, credit_profile_pause, credit_profile_unpause
 
 
@@ -323,3 +332,52 @@ class PromiseRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = fields
 
     amount_display = _money(gettext_lazy("Amount"), "amount")
+
+
+# --- Rewards programme (守约激励), read-only: points move only through consumers.rewards ------------
+
+
+class PointsEntryInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = PointsEntry
+    fields = ("created_at", "kind", "points", "reason", "order_id", "expires_at")
+    readonly_fields = fields
+    ordering = ("-created_at", "-id")
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
+@admin.register(RewardAccount)
+class RewardAccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Each consumer's level, promise value, streak and points (the balance is the sum of the entries)."""
+
+    list_display = ("consumer", "level", "promise_value", "streak", "points_balance", "updated_at")
+    list_filter = ("level",)
+    search_fields = ("consumer__phone",)
+    list_select_related = ("consumer",)
+    fields = ("consumer", "level", "promise_value", "streak", "best_streak", "points_balance", "expired_through")
+    readonly_fields = fields
+    inlines = [PointsEntryInline]
+
+
+@admin.register(PointsEntry)
+class PointsEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The append-only points ledger (a database trigger refuses updates and deletes)."""
+
+    list_display = ("created_at", "account", "kind", "points", "reason", "order_id", "expires_at")
+    list_filter = ("kind",)
+    search_fields = ("account__consumer__phone", "key", "=order_id")
+    list_select_related = ("account__consumer",)
+    date_hierarchy = "created_at"
+    fields = ("account", "kind", "points", "key", "reason", "order_id", "expires_at", "created_at")
+    readonly_fields = fields
+
+
+@admin.register(LevelChange)
+class LevelChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("created_at", "account", "before", "after", "reason")
+    list_filter = ("after",)
+    search_fields = ("account__consumer__phone",)
+    list_select_related = ("account__consumer",)
+    fields = ("account", "before", "after", "reason", "created_at")
+    readonly_fields = fields

@@ -54,3 +54,30 @@ class LimitChangeReason(models.TextChoices):
     STAFF = "staff", _("Staff adjustment")
     GROWTH = "growth", _("Growth for kept promises")
     BREACH = "breach", _("Breach reduction")
+    REWARD = "reward", _("Rewards level perk")
+
+
+class PointsKind(models.TextChoices):
+    """Why a points entry was posted (守约激励)."""
+
+    KEPT = "kept", _("Kept promise")
+    STREAK = "streak", _("Streak bonus")
+    CAMPAIGN = "campaign", _("Merchant campaign")
+    ADJUSTMENT = "adjustment", _("Adjustment")
+    BREACH = "breach", _("Breach")
+    SPEND = "spend", _("Spent")
+    EXPIRY = "expiry", _("Expired")
+
+
+class PerkKind(models.TextChoices):
+    """A perk that is used up (counted per period), as opposed to one that simply applies."""
+
+    FREE_EXTENSION = "free_extension", _("Free due-date extension")
+
+
+class RewardLevel(models.TextChoices):
+    """The rewards programme's levels, lowest first (thresholds and perks: ``consumers.rewards_policy``)."""
+
+    NEWCOMER = "newcomer", _("Promise Newcomer")  # 守约新星
+    EXPERT = "expert", _("Promise Expert")  # 守约达人
+    STAR = "star", _("Promise Star")  # 守约之星

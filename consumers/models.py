@@ -7,11 +7,20 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import Case, F, Q, Value, When
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from bnpl.validators import mask_phone, validate_cn_mobile
 
-from .choices import LimitChangeReason, ProfileEventKind, PromiseOutcome, ScoreBand
+from .choices import (
+    LimitChangeReason,
+    PerkKind,
+    PointsKind,
+    ProfileEventKind,
+    PromiseOutcome,
+    RewardLevel,
+    ScoreBand,
+)
 
 
 class Consumer(models.Model):
@@ -198,13 +207,155 @@ class PromiseRecord(models.Model):
     amount = models.DecimalField(_("Amount"), max_digits=12, decimal_places=2, default=Decimal("0.00"))
     recorded_at = models.DateTimeField(_("Recorded at"))
     updated_at = models.DateTimeField(auto_now=True)
+    # Set when the rewards hook failed for this record (the order change was kept): the rewards sweep
+    # (``bnpl.incentives.rewards_apply_pending``) applies them later and clears it.
+    rewards_pending = models.BooleanField(_("Rewards pending"), default=False)
 
     class Meta:
         verbose_name = _("Promise record")
         verbose_name_plural = _("Promise record")
         ordering = ["-recorded_at"]
-        indexes = [models.Index(fields=["consumer", "-recorded_at"], name="promise_consumer_recent_idx")]
+        indexes = [
+            models.Index(fields=["consumer", "-recorded_at"], name="promise_consumer_recent_idx"),
+            models.Index(fields=["id"], condition=Q(rewards_pending=True), name="promise_rewards_pending_idx"),
+        ]
         constraints = [models.CheckConstraint(condition=Q(amount__gte=0), name="promise_amount_non_negative")]
 
     def __str__(self) -> str:
         return f"#{self.order_id} {self.outcome}"
+
+
+# --- Rewards programme (守约激励): docs/incentives.md ------------------------------------------
+
+
+class RewardAccount(models.Model):
+    """A consumer's place in the rewards programme: level, promise value, streak and points balance.
+
+    The row every points posting locks (``consumers.rewards``), so two postings for one
+    consumer are serialised. ``points_balance`` is a cache of the sum of the account's
+    :class:`PointsEntry` rows, moved in the same transaction as each entry by a
+    conditional UPDATE; the check constraint makes a negative balance impossible even for
+    a writer that skipped the lock. ``promise_value`` (守约值) decides the level
+    (``consumers.rewards_policy``); ``expired_through`` is how far the expiry job has got.
+    """
+
+    consumer = models.OneToOneField(Consumer, on_delete=models.CASCADE, related_name="reward_account")
+    level = models.CharField(_("Level"), max_length=16, choices=RewardLevel.choices, default=RewardLevel.NEWCOMER)
+    promise_value = models.PositiveIntegerField(_("Promise value"), default=0)
+    streak = models.PositiveIntegerField(_("Kept in a row"), default=0)
+    best_streak = models.PositiveIntegerField(_("Best streak"), default=0)
+    points_balance = models.IntegerField(_("Points"), default=0)
+    expired_through = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("Rewards account")
+        verbose_name_plural = _("Rewards accounts")
+        # The overdue job excludes orders of consumers whose level lengthens the grace period.
+        indexes = [models.Index(fields=["level"], name="reward_account_level_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(points_balance__gte=0), name="reward_points_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} · {self.get_level_display()} · {self.points_balance}"
+
+
+class PointsEntry(models.Model):
+    """One movement of points, append-only (a database trigger refuses UPDATE and DELETE).
+
+    Credits (``points > 0``) carry ``expires_at``; debits do not. ``key`` is unique, so an
+    award for an order (``kept:<order>``) or an expiry run is posted at most once.
+    """
+
+    account = models.ForeignKey(RewardAccount, on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(_("Kind"), max_length=16, choices=PointsKind.choices)
+    points = models.IntegerField(_("Points"))
+    key = models.CharField(max_length=80, unique=True)
+    reason = models.CharField(_("Reason"), max_length=200, blank=True)
+    order_id = models.BigIntegerField(_("Order id"), null=True, blank=True)
+    expires_at = models.DateTimeField(_("Expires at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("Time"), default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("Points entry")
+        verbose_name_plural = _("Points entries")
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The expiry job: an account's credits by expiry date.
+            models.Index(fields=["account", "expires_at"], condition=Q(points__gt=0), name="points_credit_expiry_idx"),
+            models.Index(fields=["account", "-created_at"], name="points_account_recent_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=~Q(points=0), name="points_entry_non_zero"),
+            models.CheckConstraint(
+                condition=Q(points__gt=0, expires_at__isnull=False) | Q(points__lt=0, expires_at__isnull=True),
+                name="points_credit_expires",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.points:+d}"
+
+
+class LevelChange(models.Model):
+    """An append-only record of a rewards level change: before, after, why."""
+
+    account = models.ForeignKey(RewardAccount, on_delete=models.CASCADE, related_name="level_changes")
+    before = models.CharField(_("Before"), max_length=16, choices=RewardLevel.choices)
+    after = models.CharField(_("After"), max_length=16, choices=RewardLevel.choices)
+    reason = models.CharField(_("Reason"), max_length=200, blank=True)
+    created_at = models.DateTimeField(_("Time"), default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("Level change")
+        verbose_name_plural = _("Level changes")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.before} → {self.after}"
+
+
+class RewardMarker(models.Model):
+    """A rewards event applied once per key even when it moved no points (``breach:<order>`` at a zero balance).
+
+    Points entries cannot be zero, so a breach that cost nothing left no trace and a replay demoted
+    the consumer again; the unique key here makes the breach hook idempotent whatever it cost.
+    """
+
+    account = models.ForeignKey(RewardAccount, on_delete=models.CASCADE, related_name="markers")
+    key = models.CharField(max_length=80, unique=True)
+    created_at = models.DateTimeField(_("Time"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("Rewards marker")
+        verbose_name_plural = _("Rewards markers")
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class PerkUse(models.Model):
+    """One use of a counted perk (a free due-date extension) in a period (a quarter, ``2026Q4``).
+
+    ``slot`` numbers the uses within the period (1 … the level's allowance), so the
+    unique constraint holds the allowance even against a writer that skipped the lock.
+    """
+
+    account = models.ForeignKey(RewardAccount, on_delete=models.CASCADE, related_name="perk_uses")
+    perk = models.CharField(_("Perk"), max_length=24, choices=PerkKind.choices)
+    period = models.CharField(_("Period"), max_length=8)
+    slot = models.PositiveSmallIntegerField(default=1)
+    order_id = models.BigIntegerField(_("Order id"), null=True, blank=True)
+    created_at = models.DateTimeField(_("Time"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("Perk use")
+        verbose_name_plural = _("Perk uses")
+        constraints = [
+            models.UniqueConstraint(fields=["account", "perk", "period", "slot"], name="perk_use_one_per_slot"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.perk} {self.period}#{self.slot}"

@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import logging
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -40,7 +41,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from bnpl.exceptions import InsufficientCredit, NotAllowed, ValidationFailed
-from bnpl.money import MoneyError, parse_money
+from bnpl.money import MoneyError, format_cny, parse_money
+from bnpl.ratelimit import rate_count, rate_hit
 from bnpl.validators import (
     mask_resident_id,
     normalize_cn_mobile,
@@ -213,6 +215,15 @@ def identity_hash(id_number: str) -> str:
     return hmac.new(key.encode(), _compact_id_number(id_number).encode(), hashlib.sha256).hexdigest()
 
 
+#: Failed verification attempts allowed per account in :data:`VERIFY_FAILURE_WINDOW_S`; settings may override.
+VERIFY_FAILURE_LIMIT = 5
+VERIFY_FAILURE_WINDOW_S = 24 * 60 * 60
+
+
+def _verify_failures_key(consumer_id: int) -> str:
+    return f"consumer-verify-failures:{consumer_id}"
+
+
 @transaction.atomic(durable=True)
 def consumer_verify_identity(*, actor: Actor, consumer: Consumer, real_name: str, id_number: str) -> Consumer:
     """Bind a real name and a resident ID to the consumer (实名认证), once.
@@ -220,10 +231,29 @@ def consumer_verify_identity(*, actor: Actor, consumer: Consumer, real_name: str
     Stores only ``id_number_hash`` (see :func:`identity_hash`) and the masked number;
     the clear number is never saved, logged or put into an error message. One ID
     binds one account: the same ID on another consumer raises
-    :class:`ValidationFailed` on ``id_number``. A consumer already verified raises
+    :class:`ValidationFailed` on ``id_number`` with a generic message (it does not say
+    the number is someone's). A consumer already verified raises
     :class:`NotAllowed` (changing a verified identity is a support case, not a form).
+    Each refused attempt counts; after ``VERIFY_FAILURE_LIMIT`` in a day the account is
+    refused (:class:`NotAllowed`, code ``verify_attempts_exceeded``) before any check, so
+    the form cannot be used to probe which ID numbers are registered.
     Returns the consumer as re-read under the row lock.
     """
+    limit = getattr(settings, "CONSUMER_VERIFY_FAILURE_LIMIT", VERIFY_FAILURE_LIMIT)
+    key = _verify_failures_key(consumer.pk)
+    if rate_count(key) >= limit:
+        raise NotAllowed(
+            _("Too many failed verification attempts. Try again tomorrow or contact support."),
+            code="verify_attempts_exceeded",
+        )
+    try:
+        return _verify_identity(actor=actor, consumer=consumer, real_name=real_name, id_number=id_number)
+    except ValidationFailed:
+        rate_hit(key, limit=limit, window_s=VERIFY_FAILURE_WINDOW_S)
+        raise
+
+
+def _verify_identity(*, actor: Actor, consumer: Consumer, real_name: str, id_number: str) -> Consumer:
     real_name = (real_name or "").strip()
     if not real_name or len(real_name) > REAL_NAME_MAX_LENGTH:
         raise ValidationFailed(
@@ -242,7 +272,8 @@ def consumer_verify_identity(*, actor: Actor, consumer: Consumer, real_name: str
     locked = Consumer.objects.select_for_update().get(pk=consumer.pk)
     if locked.verified_at is not None:
         raise NotAllowed(_("This account is already verified."), code="already_verified")
-    taken_message = _("This ID number is already bound to another account.")
+    # Generic on purpose: saying "bound to another account" would confirm that the number is registered.
+    taken_message = _("This ID number cannot be verified for this account; contact support.")
     if Consumer.objects.filter(id_number_hash=number_hash).exclude(pk=locked.pk).exists():
         raise ValidationFailed(taken_message, fields={"id_number": taken_message})
     locked.real_name = real_name
@@ -488,7 +519,7 @@ def credit_spend_cap_set(*, actor: Actor, consumer: Consumer, amount: Decimal | 
     profile = _lock_profile(consumer)
     if new_cap is not None and new_cap > profile.credit_limit_amount:
         message = _("A personal spend cap cannot be above your credit limit of %(limit)s.") % {
-            "limit": profile.credit_limit_amount
+            "limit": format_cny(profile.credit_limit_amount)
         }
         raise ValidationFailed(message, code="spend_cap_above_limit", fields={"amount": message})
     before = profile.spend_cap_amount
@@ -599,6 +630,53 @@ def credit_score_set(*, actor: Actor, consumer: Consumer, score: int, reason: st
         reason,
     )
     return profile
+
+
+@transaction.atomic
+def credit_scores_set_many(*, actor: Actor, changes: Sequence[tuple[int, int, str]]) -> None:
+    """``credit_score_set`` for many consumers at once: ``[(consumer_id, score, reason), …]``.
+
+    The charge run re-scores a whole chunk of consumers after their payments; this writes
+    the scores in one statement and the ``score_changed`` events in another, with the same
+    rows and log lines as one call each. Profiles are locked in consumer-id order.
+    """
+    if not changes:
+        return
+    cleaned = {consumer_id: (_clean_score(score), (reason or "").strip()) for consumer_id, score, reason in changes}
+    if not all(reason for _score, reason in cleaned.values()):
+        message = _("Give a reason for the score change.")
+        raise ValidationFailed(message, fields={"reason": message})
+    ids = sorted(cleaned)
+    profiles = list(CreditProfile.objects.select_for_update().filter(consumer_id__in=ids).order_by("consumer_id"))
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE consumers_creditprofile p SET score = v.score, updated_at = %s "
+            "FROM unnest(%s::bigint[], %s::int[]) AS v(consumer_id, score) WHERE p.consumer_id = v.consumer_id",
+            [now, ids, [cleaned[pk][0] for pk in ids]],
+        )
+    user = _actor_user(actor)
+    CreditProfileEvent.objects.bulk_create(
+        CreditProfileEvent(
+            profile=profile,
+            actor=user,
+            kind=ProfileEventKind.SCORE_CHANGED,
+            before=str(profile.score),
+            after=str(cleaned[profile.consumer_id][0]),
+            reason=cleaned[profile.consumer_id][1],
+        )
+        for profile in profiles
+    )
+    for profile in profiles:
+        score, reason = cleaned[profile.consumer_id]
+        logger.info(
+            "credit score set consumer=%s actor=%s before=%s after=%s reason=%s",
+            profile.consumer_id,
+            _actor_id(actor),
+            profile.score,
+            score,
+            reason,
+        )
 
 
 # --- Promise records (called by bnpl when an order finishes) ----------------------------------
