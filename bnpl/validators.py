@@ -75,6 +75,14 @@ def mask_phone(value: str) -> str:
     return f"{value[:3]}****{value[-4:]}"
 
 
+def mask_email(value: str) -> str:
+    """``cashier@example.com`` → ``c***@example.com`` (first character of the name, the domain in full)."""
+    name, at, domain = str(value or "").strip().rpartition("@")
+    if not at:
+        return "***"
+    return f"{name[:1]}***@{domain}"
+
+
 def mask_resident_id(value: str) -> str:
     """``330106199001011234`` → ``3301**********1234`` (region prefix and last four only)."""
     value = normalize_resident_id(value)

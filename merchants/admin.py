@@ -28,6 +28,7 @@ from django.utils.html import format_html
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
+from bnpl.admin_mixins import ReadOnlyAdminMixin
 from bnpl.exceptions import DomainError
 
 from .choices import MerchantCategory
@@ -36,8 +37,11 @@ from .models import (
     ApiKey,
     Listing,
     Merchant,
+    MerchantActivity,
     MerchantEvent,
+    MerchantInvitation,
     MerchantMember,
+    MerchantTask,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -683,3 +687,66 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
             lambda obj: webhook_delivery_redeliver(actor=request.user, delivery=obj),
             _("Queued again: %(names)s."),
         )
+
+
+@admin.register(MerchantActivity)
+class MerchantActivityAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The merchants' team activity logs, read-only: written by the portal and the API as things happen."""
+
+    list_display = ("created_at", "merchant", "user", "role", "action", "target")
+    list_filter = ("action", "role")
+    search_fields = ("merchant__display_name", "merchant__legal_name", "user__username", "action", "target")
+    list_select_related = ("merchant", "user")
+    date_hierarchy = "created_at"
+    fields = ("merchant", "user", "role", "action", "target", "detail", "created_at")
+    readonly_fields = fields
+    show_full_result_count = False
+
+
+@admin.register(MerchantTask)
+class MerchantTaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Background portal work (exports, imports), read-only: to see what ran, for whom, and why it failed."""
+
+    list_display = ("id", "merchant", "kind", "status", "done", "total", "created_by", "created_at", "finished_at")
+    list_filter = ("kind", "status")
+    search_fields = ("merchant__display_name", "created_by__username")
+    list_select_related = ("merchant", "created_by")
+    fields = (
+        "merchant",
+        "created_by",
+        "kind",
+        "status",
+        "params",
+        "done",
+        "total",
+        "result",
+        "result_file",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+    readonly_fields = fields
+
+
+@admin.register(MerchantInvitation)
+class MerchantInvitationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Team invitations, read-only (owners create and revoke them in the portal); the token is never shown."""
+
+    list_display = ("merchant", "email", "phone", "role", "status", "expires_at", "invited_by", "accepted_by")
+    list_filter = ("status", "role")
+    search_fields = ("merchant__display_name", "email", "phone")
+    list_select_related = ("merchant", "invited_by", "accepted_by")
+    fields = (
+        "merchant",
+        "email",
+        "phone",
+        "role",
+        "status",
+        "expires_at",
+        "invited_by",
+        "accepted_by",
+        "accepted_at",
+        "created_at",
+    )
+    readonly_fields = fields

@@ -117,3 +117,11 @@ class MerchantTaskStatus(models.TextChoices):
     RUNNING = "running", _("Running")
     SUCCEEDED = "succeeded", _("Done")
     FAILED = "failed", _("Failed")
+
+
+class InvitationStatus(models.TextChoices):
+    """A team invitation: pending until accepted or revoked (expiry is a time, not a status)."""
+
+    PENDING = "pending", _("Pending")
+    ACCEPTED = "accepted", _("Accepted")
+    REVOKED = "revoked", _("Revoked")

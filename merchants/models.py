@@ -11,12 +11,13 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from bnpl.validators import mask_account_number, validate_cn_mobile, validate_uscc
+from bnpl.validators import mask_account_number, mask_email, mask_phone, validate_cn_mobile, validate_uscc
 
 from .choices import (
     ApiKeyMode,
     ConfirmMode,
     IdempotencyStatus,
+    InvitationStatus,
     ListingStatus,
     MemberRole,
     MerchantCategory,
@@ -509,3 +510,59 @@ class MerchantTask(models.Model):
         return (
             100 if self.status == MerchantTaskStatus.SUCCEEDED else (100 * self.done // self.total if self.total else 0)
         )
+
+
+class MerchantInvitation(models.Model):
+    """An owner's invitation to join the merchant's team with a role, sent to a phone number or an e-mail.
+
+    The link carries a random token; only its SHA-256 is stored (``token_hash``), so the link is shown
+    once to the inviter, who passes it on. Whoever opens the link before ``expires_at`` and accepts it
+    (signing in, or creating an account on the spot) becomes a member with ``role``. ``status`` moves
+    ``pending → accepted | revoked`` through ``merchants.services.invitation_*`` only.
+    """
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(_("E-mail"), blank=True)
+    phone = models.CharField(_("Mobile number"), max_length=11, blank=True)
+    role = models.CharField(_("Role"), max_length=16, choices=MemberRole.choices)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    status = models.CharField(
+        _("Status"), max_length=16, choices=InvitationStatus.choices, default=InvitationStatus.PENDING
+    )
+    expires_at = models.DateTimeField(_("Expires at"))
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    accepted_at = models.DateTimeField(_("Accepted at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("Created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("Team invitation")
+        verbose_name_plural = _("Team invitations")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(email="") | ~Q(phone=""), name="invitation_has_contact"),
+            models.CheckConstraint(
+                condition=~Q(status=InvitationStatus.ACCEPTED) | Q(accepted_at__isnull=False),
+                name="invitation_accepted_has_time",
+            ),
+        ]
+        indexes = [
+            # The team page lists the merchant's pending invitations.
+            models.Index(fields=["merchant"], condition=Q(status="pending"), name="invitation_pending_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email or self.phone} → {self.merchant_id} ({self.role}, {self.status})"
+
+    @property
+    def contact(self) -> str:
+        return self.email or self.phone
+
+    @property
+    def masked_contact(self) -> str:
+        """The invited address as the join page shows it to whoever holds the link: ``c***@example.com``."""
+        return mask_email(self.email) if self.email else mask_phone(self.phone)

@@ -10,12 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.db.models import Case, F, IntegerField, QuerySet, Value, When
 from django.utils.crypto import constant_time_compare
 
-from .choices import ListingStatus, MemberRole, MerchantStatus
-from .models import ApiKey, Listing, Merchant, MerchantMember
-from .services import API_KEY_PATTERN, api_key_hash
+from .choices import InvitationStatus, ListingStatus, MemberRole, MerchantStatus
+from .models import (
+    ApiKey,
+    Listing,
+    Merchant,
+    MerchantActivity,
+    MerchantInvitation,
+    MerchantMember,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from .services import API_KEY_PATTERN, api_key_hash, invitation_token_hash
 
 
 def _pk(value: object) -> int | None:
@@ -109,3 +118,101 @@ def api_key_get_by_token(*, token: str) -> ApiKey | None:
         if constant_time_compare(key.secret_hash, api_key_hash(token, secret_key=secret_key)):
             return key
     return None
+
+
+# --------------------------------------------------------------------------- portal: team, activity, developer
+
+
+def invitations_pending_for_merchant(*, merchant: Merchant) -> QuerySet[MerchantInvitation]:
+    """The merchant's pending invitations (expired ones included, marked by ``expires_at``), newest first."""
+    return (
+        MerchantInvitation.objects.filter(merchant=merchant, status=InvitationStatus.PENDING)
+        .select_related("invited_by")
+        .order_by("-created_at", "-id")
+    )
+
+
+def invitation_get_for_merchant(*, merchant: Merchant, invitation_id: object) -> MerchantInvitation:
+    """One of the merchant's invitations; ``MerchantInvitation.DoesNotExist`` for another merchant's."""
+    pk = _pk(invitation_id)
+    if pk is None:
+        raise MerchantInvitation.DoesNotExist
+    return MerchantInvitation.objects.get(merchant=merchant, pk=pk)
+
+
+def invitation_get_by_token(*, token: str) -> MerchantInvitation:
+    """The invitation a link's token belongs to (any status), with its merchant; ``DoesNotExist`` otherwise."""
+    if not token or len(token) > 100:
+        raise MerchantInvitation.DoesNotExist
+    return MerchantInvitation.objects.select_related("merchant").get(token_hash=invitation_token_hash(token))
+
+
+def activities_for_merchant(
+    *, merchant: Merchant, user_id: object = None, action: str = ""
+) -> QuerySet[MerchantActivity]:
+    """The merchant's activity log, newest first, optionally of one user and/or one action (or family)."""
+    rows = MerchantActivity.objects.filter(merchant=merchant).select_related("user")
+    pk = _pk(user_id) if user_id not in (None, "") else None
+    if pk is not None:
+        rows = rows.filter(user_id=pk)
+    if action:
+        rows = rows.filter(action__startswith=action[:-1]) if action.endswith(".*") else rows.filter(action=action)
+    return rows.order_by("-created_at", "-id")
+
+
+def activity_actions_for_merchant(*, merchant: Merchant) -> list[str]:
+    """The distinct actions in the merchant's log (for the filter's choices)."""
+    return list(
+        MerchantActivity.objects.filter(merchant=merchant)
+        .order_by("action")
+        .values_list("action", flat=True)
+        .distinct()
+    )
+
+
+def api_keys_for_merchant(*, merchant: Merchant) -> QuerySet[ApiKey]:
+    """The merchant's API keys, active first, newest first, with who created and revoked them."""
+    return (
+        ApiKey.objects.filter(merchant=merchant)
+        .select_related("created_by", "revoked_by")
+        .order_by(F("revoked_at").desc(nulls_first=True), "-created_at", "-id")
+    )
+
+
+def api_key_get_for_merchant(*, merchant: Merchant, api_key_id: object) -> ApiKey:
+    """One of the merchant's API keys; ``ApiKey.DoesNotExist`` for another merchant's key."""
+    pk = _pk(api_key_id)
+    if pk is None:
+        raise ApiKey.DoesNotExist
+    return ApiKey.objects.get(merchant=merchant, pk=pk)
+
+
+def webhook_endpoints_for_merchant(*, merchant: Merchant) -> QuerySet[WebhookEndpoint]:
+    """The merchant's webhook endpoints, oldest first."""
+    return WebhookEndpoint.objects.filter(merchant=merchant).order_by("id")
+
+
+def webhook_endpoint_get_for_merchant(*, merchant: Merchant, endpoint_id: object) -> WebhookEndpoint:
+    """One of the merchant's endpoints; ``WebhookEndpoint.DoesNotExist`` for another merchant's."""
+    pk = _pk(endpoint_id)
+    if pk is None:
+        raise WebhookEndpoint.DoesNotExist
+    return WebhookEndpoint.objects.get(merchant=merchant, pk=pk)
+
+
+def webhook_deliveries_for_endpoint(*, endpoint: WebhookEndpoint) -> QuerySet[WebhookDelivery]:
+    """The endpoint's delivery log, newest first, with the event and every HTTP attempt loaded."""
+    return (
+        WebhookDelivery.objects.filter(endpoint=endpoint)
+        .select_related("event")
+        .prefetch_related("attempt_log")
+        .order_by("-id")
+    )
+
+
+def webhook_delivery_get_for_merchant(*, merchant: Merchant, delivery_id: object) -> WebhookDelivery:
+    """One delivery to one of the merchant's endpoints; ``WebhookDelivery.DoesNotExist`` otherwise."""
+    pk = _pk(delivery_id)
+    if pk is None:
+        raise WebhookDelivery.DoesNotExist
+    return WebhookDelivery.objects.select_related("endpoint").get(endpoint__merchant=merchant, pk=pk)

@@ -22,18 +22,21 @@ from its change form (which already runs inside ``transaction.atomic``) use plai
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, connection, transaction
@@ -55,6 +58,7 @@ from .choices import (
     ApiKeyMode,
     ConfirmMode,
     IdempotencyStatus,
+    InvitationStatus,
     ListingStatus,
     MemberRole,
     MerchantCategory,
@@ -68,6 +72,7 @@ from .models import (
     Listing,
     Merchant,
     MerchantEvent,
+    MerchantInvitation,
     MerchantMember,
     WebhookAttempt,
     WebhookDelivery,
@@ -1195,6 +1200,70 @@ def webhook_event_enqueue(
     return event
 
 
+@dataclass(frozen=True)
+class PendingWebhookEvent:
+    """One event for :func:`webhook_events_enqueue_many` (``livemode`` already known to the caller)."""
+
+    merchant_id: int
+    event_type: str
+    payload: Mapping[str, Any]
+    ordering_key: str
+    livemode: bool
+
+
+def webhook_events_enqueue_many(events: Sequence[PendingWebhookEvent]) -> int:
+    """:func:`webhook_event_enqueue` for many events at once: three statements, whatever their number.
+
+    For the charge run, which announces hundreds of charges and payments per transaction: the
+    merchants' active endpoints are read once, then the events and their deliveries are inserted
+    with one statement each. Events are inserted in the given order, so their ids (which order the
+    deliveries of one ``ordering_key``) follow it. Same rules as one at a time: only subscribed
+    endpoints of the event's mode get a delivery; an event nobody receives is not stored. Returns
+    the number of events stored.
+    """
+    if not events:
+        return 0
+    endpoints_of: dict[int, list[WebhookEndpoint]] = {}
+    for endpoint in WebhookEndpoint.objects.filter(
+        merchant_id__in={event.merchant_id for event in events}, is_active=True
+    ).order_by("pk"):
+        endpoints_of.setdefault(endpoint.merchant_id, []).append(endpoint)
+    rows: list[tuple[WebhookEvent, list[WebhookEndpoint]]] = []
+    for pending in events:
+        receivers = [
+            endpoint
+            for endpoint in endpoints_of.get(pending.merchant_id, [])
+            if endpoint.livemode == pending.livemode and endpoint.subscribes_to(pending.event_type)
+        ]
+        if receivers:
+            event = WebhookEvent(
+                uuid=uuid.uuid4(),
+                merchant_id=pending.merchant_id,
+                type=pending.event_type,
+                livemode=pending.livemode,
+                ordering_key=pending.ordering_key[:64],
+                payload=dict(pending.payload),
+            )
+            rows.append((event, receivers))
+    if not rows:
+        return 0
+    now = timezone.now()
+    with transaction.atomic():
+        WebhookEvent.objects.bulk_create([event for event, _receivers in rows])
+        WebhookDelivery.objects.bulk_create(
+            WebhookDelivery(
+                event=event,
+                endpoint=endpoint,
+                ordering_key=event.ordering_key,
+                status=WebhookDeliveryStatus.PENDING,
+                next_attempt_at=now,
+            )
+            for event, receivers in rows
+            for endpoint in receivers
+        )
+    return len(rows)
+
+
 def webhook_body(event: WebhookEvent) -> str:
     """The JSON body sent for an event: the same bytes on every attempt (the signature covers them)."""
     envelope = {
@@ -1317,3 +1386,247 @@ def webhook_delivery_redeliver(*, actor: Actor, delivery: WebhookDelivery) -> We
     locked.redelivered_by = _actor_user(actor)
     locked.save(update_fields=["status", "attempts", "next_attempt_at", "redelivered_at", "redelivered_by"])
     return locked
+
+
+@transaction.atomic
+def webhook_endpoint_rotate_secret(*, actor: Actor, endpoint: WebhookEndpoint) -> tuple[WebhookEndpoint, str]:
+    """Give an endpoint a new signing secret at once; returns the endpoint and the new secret (shown once).
+
+    Deliveries signed from now on use the new secret, so the merchant's receiver must switch to it; the
+    old one stops verifying immediately (rotate after a leak, not as routine).
+    """
+    locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+    secret = generate_secret()
+    locked.secret_encrypted = encrypt_secret(secret)
+    locked.secret_hint = secret_hint(secret)
+    locked.save(update_fields=["secret_encrypted", "secret_hint", "updated_at"])
+    return locked, secret
+
+
+# --------------------------------------------------------------------------- portal sign-up and onboarding
+
+#: The wizard's first step: enough to open a draft application (the USCC reserves the legal entity).
+APPLICATION_START_FIELDS: tuple[str, ...] = ("legal_name", "display_name", "uscc", "city")
+USERNAME_MAX_LENGTH = 150
+
+
+@transaction.atomic
+def merchant_applicant_register(*, actor: Actor, username: str, email: str, phone: str, password: str) -> Any:
+    """Create the login of someone opening a merchant account (or accepting a team invitation).
+
+    The username and the e-mail address are unique (case-insensitive: the portal logs in by either);
+    the password must pass the project's password validators. The mobile number is validated and
+    returned normalised with the user (``user.applicant_phone``): the auth user has no phone column, so
+    the portal keeps it to prefill the application's contact phone. Raises :class:`ValidationFailed`
+    naming each field; creates nothing then.
+    """
+    user_model = get_user_model()
+    errors: dict[str, str] = {}
+    username = (username or "").strip()
+    email = (email or "").strip()
+    normalized_phone = normalize_cn_mobile(phone or "")
+    if not username:
+        errors["username"] = _required()
+    elif len(username) > USERNAME_MAX_LENGTH:
+        errors["username"] = _("Enter at most %(max)d characters.") % {"max": USERNAME_MAX_LENGTH}
+    else:
+        try:
+            user_model.username_validator(username)
+        except ValidationError as exc:
+            errors["username"] = str(exc.messages[0])
+        else:
+            if user_model.objects.filter(username__iexact=username).exists():
+                errors["username"] = _("This username is taken.")
+    if not email:
+        errors["email"] = _required()
+    else:
+        try:
+            validate_email(email)
+        except ValidationError as exc:
+            errors["email"] = str(exc.messages[0])
+        else:
+            if user_model.objects.filter(email__iexact=email).exists():
+                errors["email"] = _("An account with this e-mail address already exists; log in instead.")
+    if phone:
+        try:
+            validate_cn_mobile(normalized_phone)
+        except ValidationError as exc:
+            errors["phone"] = str(exc.messages[0])
+    user = user_model(username=username, email=email)
+    try:
+        validate_password(password or "", user=user)
+    except ValidationError as exc:
+        errors["password"] = " ".join(str(message) for message in exc.messages)
+    if errors:
+        raise ValidationFailed(_("Please correct the account details."), fields=errors)
+    user.set_password(password)
+    try:
+        with transaction.atomic():
+            user.save()
+    except IntegrityError as exc:  # a concurrent sign-up took the username
+        message = _("This username is taken.")
+        raise ValidationFailed(message, fields={"username": message}) from exc
+    user.applicant_phone = normalized_phone
+    return user
+
+
+@transaction.atomic
+def merchant_application_start(
+    *, actor: Actor, legal_name: str, display_name: str, uscc: str, city: str = ""
+) -> Merchant:
+    """Open a draft application from the onboarding wizard's company step; the applicant becomes its owner.
+
+    Unlike :func:`merchant_create` (a complete application in one go, for staff and imports) only the
+    company is required here: the wizard fills the other fields step by step through
+    :func:`merchant_update_application`, and :func:`merchant_submit` validates the whole application
+    before review sees it.
+    """
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        raise NotAllowed(_("Log in to open a merchant account."))
+    cleaned = merchant_application_clean(
+        data={"legal_name": legal_name, "display_name": display_name, "uscc": uscc, "city": city}, partial=True
+    )
+    rate = fee_rate_clean(settings.BNPL_DEFAULT_FEE_RATE)
+    try:
+        with transaction.atomic():
+            merchant = Merchant.objects.create(**cleaned, fee_rate=rate, status=MerchantStatus.DRAFT)
+    except IntegrityError as exc:
+        message = _("A merchant with this unified social credit code already exists.")
+        raise ValidationFailed(message, fields={"uscc": message}) from exc
+    MerchantEvent.objects.create(merchant=merchant, actor=actor, from_status="", to_status=MerchantStatus.DRAFT)
+    MerchantMember.objects.create(merchant=merchant, user=actor, role=MemberRole.OWNER)
+    return merchant
+
+
+# --------------------------------------------------------------------------- team invitations
+
+INVITATION_TTL = timedelta(days=7)
+INVITATION_TOKEN_BYTES = 32
+
+
+def invitation_token_hash(token: str) -> str:
+    """The stored form of an invitation link's token (SHA-256: the token is 256 random bits)."""
+    return hashlib.sha256(str(token).encode()).hexdigest()
+
+
+@transaction.atomic
+def invitation_create(
+    *, actor: Actor, merchant: Merchant, role: str, email: str = "", phone: str = ""
+) -> tuple[MerchantInvitation, str]:
+    """Invite someone, by e-mail address or mobile number, to join ``merchant``'s team with ``role``.
+
+    Returns the invitation and the token of its link (shown to the inviter once; only its hash is kept).
+    Refused when neither contact is valid, when the e-mail address already belongs to a member, or when
+    a pending invitation to the same contact has not expired yet.
+    """
+    errors: dict[str, str] = {}
+    try:
+        role = _clean_role(role)
+    except ValidationFailed as exc:
+        errors.update(exc.fields)
+    email = (email or "").strip().lower()
+    phone_value = normalize_cn_mobile(phone or "") if (phone or "").strip() else ""
+    if not email and not phone_value:
+        errors["email"] = _("Enter an e-mail address or a mobile number.")
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError as exc:
+            errors["email"] = str(exc.messages[0])
+        else:
+            if MerchantMember.objects.filter(merchant=merchant, user__email__iexact=email).exists():
+                errors["email"] = _("Someone with this e-mail address is already a member.")
+    if phone_value:
+        try:
+            validate_cn_mobile(phone_value)
+        except ValidationError as exc:
+            errors["phone"] = str(exc.messages[0])
+    if errors:
+        raise ValidationFailed(_("Please correct the invitation."), fields=errors)
+    # The merchant row serialises invitations of one merchant, so two owners cannot both invite the same person.
+    Merchant.objects.select_for_update().get(pk=merchant.pk)
+    now = timezone.now()
+    pending = MerchantInvitation.objects.filter(merchant=merchant, status=InvitationStatus.PENDING, expires_at__gt=now)
+    if email and pending.filter(email=email).exists():
+        message = _("An invitation to this e-mail address is still pending: revoke it first to send a new one.")
+        raise ValidationFailed(message, fields={"email": message})
+    if phone_value and pending.filter(phone=phone_value).exists():
+        message = _("An invitation to this mobile number is still pending: revoke it first to send a new one.")
+        raise ValidationFailed(message, fields={"phone": message})
+    token = secrets.token_urlsafe(INVITATION_TOKEN_BYTES)
+    invitation = MerchantInvitation.objects.create(
+        merchant=merchant,
+        email=email,
+        phone=phone_value,
+        role=role,
+        token_hash=invitation_token_hash(token),
+        expires_at=now + INVITATION_TTL,
+        invited_by=_actor_user(actor),
+    )
+    return invitation, token
+
+
+@transaction.atomic
+def invitation_revoke(*, actor: Actor, invitation: MerchantInvitation) -> MerchantInvitation:
+    """Withdraw a pending invitation (``pending → revoked``); its link stops working at once."""
+    locked = MerchantInvitation.objects.select_for_update().get(pk=invitation.pk)
+    if locked.status != InvitationStatus.PENDING:
+        raise InvalidTransition(
+            _("This invitation cannot be revoked: it is %(status)s.")
+            % {"status": InvitationStatus(locked.status).label}
+        )
+    locked.status = InvitationStatus.REVOKED
+    locked.save(update_fields=["status"])
+    return locked
+
+
+def _invitation_contact_check(*, invitation: MerchantInvitation, actor: Any, phone: str) -> None:
+    """Refuse (``invitation_contact_mismatch``) unless ``actor`` is the person the invitation was sent to."""
+    if invitation.email:
+        if (getattr(actor, "email", "") or "").strip().lower() == invitation.email.strip().lower():
+            return
+        message = _(
+            "This invitation was sent to %(contact)s. Log in with the account that uses that e-mail address, "
+            "or ask the owner to invite you."
+        ) % {"contact": invitation.masked_contact}
+        raise NotAllowed(message, code="invitation_contact_mismatch", fields={"email": message})
+    if phone and normalize_cn_mobile(phone) == invitation.phone:
+        return
+    message = _(
+        "This invitation was sent to the mobile number %(contact)s. Create a login with that number on the "
+        "invitation page, or ask the owner to invite your e-mail address."
+    ) % {"contact": invitation.masked_contact}
+    raise NotAllowed(message, code="invitation_contact_mismatch", fields={"phone": message})
+
+
+@transaction.atomic
+def invitation_accept(*, actor: Any, invitation: MerchantInvitation, phone: str = "") -> MerchantMember:
+    """Join the team through an invitation (``pending → accepted``): ``actor`` becomes a member with its role.
+
+    Only the invited person may accept: for an e-mail invitation ``actor``'s e-mail must be the invited
+    one (case-insensitive); for a mobile invitation ``phone`` (the number the login was just created with
+    on the invitation page; auth users keep no phone) must be the invited number, so a signed-in account
+    cannot take a mobile invitation. A leaked link alone does not let a stranger join. Refused too when the
+    invitation was revoked, already used or has expired, and when ``actor`` is already a member of the
+    merchant (an owner cannot downgrade themselves by opening a viewer link).
+    """
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        raise NotAllowed(_("Log in or create an account to accept the invitation."))
+    locked = MerchantInvitation.objects.select_for_update().get(pk=invitation.pk)
+    if locked.status != InvitationStatus.PENDING:
+        raise InvalidTransition(
+            _("This invitation can no longer be used: it is %(status)s.")
+            % {"status": InvitationStatus(locked.status).label},
+            code="invitation_used",
+        )
+    if locked.expires_at <= timezone.now():
+        raise NotAllowed(_("This invitation has expired: ask the owner for a new one."), code="invitation_expired")
+    _invitation_contact_check(invitation=locked, actor=actor, phone=phone)
+    if MerchantMember.objects.filter(merchant_id=locked.merchant_id, user=actor).exists():
+        raise NotAllowed(_("You are already a member of this merchant."), code="already_member")
+    member = member_add(actor=actor, merchant=locked.merchant, user=actor, role=locked.role)
+    locked.status = InvitationStatus.ACCEPTED
+    locked.accepted_by = actor
+    locked.accepted_at = timezone.now()
+    locked.save(update_fields=["status", "accepted_by", "accepted_at"])
+    return member

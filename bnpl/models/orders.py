@@ -167,7 +167,11 @@ class CreditOrder(models.Model):
                 name="order_guarantee_due_idx",
             ),
             models.Index(fields=["consumer", "-created_at"], name="order_consumer_recent_idx"),
-            models.Index(fields=["merchant", "-created_at"], name="order_merchant_recent_idx"),
+            # Merchant portal order list (bnpl/merchant_portal/selectors.py): keyset pages by (created_at, id),
+            # by status, and by amount, for one merchant among millions of orders.
+            models.Index(fields=["merchant", "-created_at", "-id"], name="order_merchant_created_idx"),
+            models.Index(fields=["merchant", "status", "-created_at", "-id"], name="order_merchant_status_idx"),
+            models.Index(fields=["merchant", "-max_amount", "-id"], name="order_merchant_amount_idx"),
             # Agreement close check and open-order counts.
             models.Index(
                 fields=["agreement"], condition=Q(status__in=sorted(OPEN_STATUSES)), name="order_open_agreement_idx"
