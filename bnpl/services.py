@@ -47,6 +47,7 @@ from scoring.services import admission_assess, features_on_order_opened, feature
 
 from .choices import ALLOWED_TRANSITIONS, OPEN_STATUSES, USAGE_STATUSES, ActorKind, AgreementStatus, OrderStatus
 from .exceptions import InsufficientCredit, InvalidTransition, NotAllowed, ValidationFailed
+from .incentives import incentives_on_promise_record
 from .ledger import ledger_account_for, ledger_post, post_amount_reduction, post_completion
 from .models import Agreement, AgreementSignup, BillLine, CreditOrder, LedgerTransaction, OrderEvent, UsageEvent
 from .models.ledger import AccountKind, TransactionKind
@@ -157,6 +158,7 @@ def _promise_on_paid(order: CreditOrder, *, actor: Actor, now: datetime) -> None
             recorded_at=now,
         )
         features_on_promise_record(actor=actor, record=record)
+        incentives_on_promise_record(actor=actor, record=record, now=now)
     elif record.outcome == PromiseOutcome.BREACHED:
         record = promise_record_recover(order_id=order.pk, recorded_at=now)
         features_on_promise_record(actor=actor, record=record, days_past_due=order.dpd)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.views import redirect_to_login
@@ -25,6 +26,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from bnpl.exceptions import DomainError
+from bnpl.ratelimit import client_address, rate_hit
 
 from .forms import (
     ConsumerRegistrationForm,
@@ -39,6 +41,9 @@ from .services import consumer_register, consumer_verify_identity, credit_spend_
 
 # A consumer who signs up is logged in at once; naming the backend is required with several configured.
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+#: Sign-up attempts (POSTs) allowed from one address per hour; settings may override it.
+SIGNUP_RATE_LIMIT = 10
+SIGNUP_RATE_WINDOW_S = 3600
 HOME_URL_NAME = "me:home"
 
 
@@ -92,12 +97,21 @@ def logout_view(request: HttpRequest) -> HttpResponse:
     return redirect("shop:index")
 
 
+def signup_rate_exceeded(request: HttpRequest) -> bool:
+    """Count one sign-up attempt from the client's address (as django-axes sees it); True once over the limit."""
+    limit = getattr(settings, "CONSUMER_SIGNUP_RATE_LIMIT", SIGNUP_RATE_LIMIT)
+    return rate_hit(f"consumer-signup:{client_address(request)}", limit=limit, window_s=SIGNUP_RATE_WINDOW_S)
+
+
 @sensitive_post_parameters("password", "password_confirm")
 @never_cache
 @require_http_methods(["GET", "POST"])
 def signup_view(request: HttpRequest) -> HttpResponse:
     """Sign up with a mobile number and a password (``consumer_register``), then log in at once."""
     form = ConsumerRegistrationForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and signup_rate_exceeded(request):
+        messages.error(request, _("Too many sign-up attempts from your network. Try again in an hour."))
+        return render(request, "consumers/signup.html", {"form": form, "next": safe_next(request, "")}, status=429)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:

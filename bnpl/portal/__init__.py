@@ -7,7 +7,8 @@ in the top app. The pages that need only the consumers app (log in, sign up, ide
 verification, the personal spend cap) stay in ``consumers/views.py``, and ``urls_me`` routes to both.
 
 Layout: ``selectors`` (reads scoped to the signed-in consumer), ``services`` (the two writes the
-pages need that the core did not have yet), ``forms``, ``shop`` / ``pay`` / ``me`` (thin views),
-``urls_shop`` / ``urls_pay`` / ``urls_me``. Templates: ``templates/bnpl/`` (catalogue, pay pages)
+pages need that the core did not have yet), ``forms``, ``shop`` / ``pay`` / ``me`` (thin views;
+``order_actions``: report a problem, dispute, due-date extension), ``urls_shop`` / ``urls_pay`` /
+``urls_me``. Templates: ``templates/bnpl/`` (catalogue, pay pages)
 and ``templates/consumers/`` (the portal).
 """

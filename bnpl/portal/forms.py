@@ -8,6 +8,8 @@ from django.utils.translation import gettext_lazy as _
 from merchants.choices import Scenario
 
 from ..choices import OrderStatus
+from ..disputes import MAX_DESCRIPTION
+from ..models.settlement import DisputeReason
 from ..money import MoneyError, parse_money
 from ..services import MAX_REASON
 
@@ -127,4 +129,59 @@ class FundingSourceForm(forms.Form):
             raise forms.ValidationError(
                 _("Enter an amount in yuan, not negative, with at most two decimal places."), code="invalid_amount"
             ) from None
+        return value
+
+
+# What a consumer can report as a problem before the charge (a dispute of the whole bill, bnpl/portal/order_actions.py).
+PROBLEM_REASONS = (DisputeReason.NOT_RECEIVED, DisputeReason.FAULTY, DisputeReason.WRONG_AMOUNT)
+
+
+class ProblemReportForm(forms.Form):
+    """Report a problem with an unpaid order: what went wrong and what happened (the charge waits meanwhile)."""
+
+    reason = forms.ChoiceField(
+        label=_("What went wrong?"),
+        choices=[("", "---------"), *((r.value, r.label) for r in PROBLEM_REASONS)],
+        error_messages={"required": _("Choose what went wrong."), "invalid_choice": _("Choose what went wrong.")},
+    )
+    description = forms.CharField(
+        label=_("What happened?"),
+        max_length=MAX_DESCRIPTION,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=_("The merchant and our team read this. Dates, parcel numbers and amounts help."),
+        error_messages={"required": _("Tell us what happened.")},
+    )
+
+
+class DisputeForm(forms.Form):
+    """Open a dispute with a reason, a description and, optionally, the part of the amount disputed."""
+
+    reason = forms.ChoiceField(
+        label=_("Reason"),
+        choices=[("", "---------"), *DisputeReason.choices],
+        error_messages={"required": _("Choose a reason."), "invalid_choice": _("Choose a reason.")},
+    )
+    description = forms.CharField(
+        label=_("Description"),
+        max_length=MAX_DESCRIPTION,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        error_messages={"required": _("Describe the problem.")},
+    )
+    amount = forms.CharField(
+        label=_("Amount disputed (¥, optional)"),
+        max_length=16,
+        required=False,
+        widget=forms.TextInput(attrs={"inputmode": "decimal"}),
+        help_text=_("Leave empty to dispute the whole amount."),
+    )
+
+    def clean_amount(self) -> str:
+        value = (self.cleaned_data.get("amount") or "").strip()
+        if value:
+            try:
+                parse_money(value)
+            except MoneyError:
+                raise forms.ValidationError(
+                    _("Enter an amount in yuan, with at most two decimal places."), code="invalid_amount"
+                ) from None
         return value

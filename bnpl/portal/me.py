@@ -31,6 +31,7 @@ from ..models.charging import AttemptStatus
 from ..policies import policy_for
 from ..services import agreement_close, credit_order_cancel
 from .forms import CancelOrderForm, FundingSourceForm, OrderFilterForm
+from .order_actions import order_actions_context
 from .selectors import (
     ORDER_TAB_LABELS,
     ORDER_TABS,
@@ -130,6 +131,8 @@ def _order_context(request: HttpRequest, order: CreditOrder, **extra: Any) -> di
         "cancel_form": extra.pop("cancel_form", None) or CancelOrderForm(),
         "lines": [line for line in order.bill_lines.all() if not line.is_discount],
         "discounts": [line for line in order.bill_lines.all() if line.is_discount],
+        # Report a problem, open a dispute, extend the due date (bnpl/portal/order_actions.py).
+        **order_actions_context(consumer=request.consumer, order=order),  # type: ignore[attr-defined]
         **extra,
     }
 

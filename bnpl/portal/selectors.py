@@ -37,6 +37,7 @@ from ..models import (
     BillLine,
     ChargeAttempt,
     CreditOrder,
+    Dispute,
     OrderEvent,
     SandboxFundingSource,
     UsageEvent,
@@ -168,6 +169,11 @@ def consumer_order_detail(*, consumer: Consumer, order_id: object) -> CreditOrde
 def promise_record_for_order(*, consumer: Consumer, order: CreditOrder) -> PromiseRecord | None:
     """The 守约记录 of one of the consumer's orders, or None while it is open."""
     return PromiseRecord.objects.filter(consumer=consumer, order_id=order.pk).first()
+
+
+def order_last_dispute(*, consumer: Consumer, order: CreditOrder) -> Dispute | None:
+    """The consumer's most recent dispute of the order, whatever its state (the page shows how it ended)."""
+    return Dispute.objects.filter(consumer=consumer, order=order).order_by("-created_at", "-id").first()
 
 
 @dataclass(frozen=True)

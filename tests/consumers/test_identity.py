@@ -8,6 +8,7 @@ import logging
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from stdnum.cn import ric
 
 from bnpl.exceptions import NotAllowed, ValidationFailed
@@ -119,6 +120,34 @@ def test_same_id_number_on_a_second_account_is_refused():
     assert set(exc_info.value.fields) == {"id_number"}
     assert _unverified_state(second) == UNVERIFIED
     assert Consumer.objects.filter(id_number_hash=identity_hash(number)).get() == first
+    # The reply does not confirm that the number belongs to someone else.
+    message = exc_info.value.fields["id_number"]
+    assert message == "This ID number cannot be verified for this account; contact support."
+    assert "another account" not in exc_info.value.message and "bound" not in message
+
+
+@pytest.mark.django_db
+def test_failed_attempts_are_limited_per_account_per_day(settings):
+    cache.clear()
+    settings.CONSUMER_VERIFY_FAILURE_LIMIT = 3
+    owner, prober, bystander = ConsumerFactory(), ConsumerFactory(), ConsumerFactory()
+    consumer_verify_identity(actor=None, consumer=owner, real_name="王小明", id_number=make_resident_id(50))
+    good = make_resident_id(51)
+    wrong_check_digit = good[:-1] + ("1" if good[-1] != "1" else "2")
+    for number in (make_resident_id(50), wrong_check_digit):  # a taken number, then a mistyped one
+        with pytest.raises(ValidationFailed):
+            consumer_verify_identity(actor=None, consumer=prober, real_name="王小明", id_number=number)
+    with pytest.raises(ValidationFailed):
+        consumer_verify_identity(actor=None, consumer=prober, real_name="", id_number=make_resident_id(52))
+
+    # Limit reached: even a good number is refused without being checked.
+    with pytest.raises(NotAllowed) as exc_info:
+        consumer_verify_identity(actor=None, consumer=prober, real_name="王小明", id_number=make_resident_id(53))
+    assert exc_info.value.code == "verify_attempts_exceeded"
+    assert _unverified_state(prober) == UNVERIFIED
+    # Other accounts are not affected.
+    consumer_verify_identity(actor=None, consumer=bystander, real_name="李华", id_number=make_resident_id(54))
+    cache.clear()
 
 
 @pytest.mark.django_db

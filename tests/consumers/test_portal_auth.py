@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import SESSION_KEY
+from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
@@ -110,6 +111,41 @@ def test_sign_up_errors_keep_what_was_typed(member):
     assert "This mobile number is already registered." in page
     assert f'value="{member.phone}"' in page and 'value="苏州"' in page
     assert Consumer.objects.count() == 1
+
+
+def test_sign_up_is_rate_limited_per_address(settings):
+    cache.clear()
+    settings.CONSUMER_SIGNUP_RATE_LIMIT = 2
+    for n in (1, 2):
+        data = {"phone": f"1360000200{n}", "password": PASSWORD, "password_confirm": PASSWORD}
+        assert Client().post(reverse("accounts:signup"), data).status_code == 302
+    data = {"phone": "13600002003", "password": PASSWORD, "password_confirm": PASSWORD}
+    response = Client().post(reverse("accounts:signup"), data)
+    assert response.status_code == 429
+    assert "Too many sign-up attempts" in response.content.decode()
+    assert not Consumer.objects.filter(phone="13600002003").exists()
+    # Another address is counted on its own.
+    assert Client(REMOTE_ADDR="10.9.8.7").post(reverse("accounts:signup"), data).status_code == 302
+    cache.clear()
+
+
+def test_sign_up_limit_counts_the_forwarded_client_behind_a_trusted_proxy(settings):
+    cache.clear()
+    settings.CONSUMER_SIGNUP_RATE_LIMIT = 1
+    settings.AXES_IPWARE_PROXY_COUNT = 1
+    settings.AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+    proxy = {"REMOTE_ADDR": "10.0.0.1"}
+
+    def sign_up(phone, forwarded):
+        data = {"phone": phone, "password": PASSWORD, "password_confirm": PASSWORD}
+        return Client(**proxy).post(reverse("accounts:signup"), data, headers={"X-Forwarded-For": forwarded})
+
+    assert sign_up("13600003001", "198.51.100.7").status_code == 302
+    # A second client behind the same proxy is not blocked by the first …
+    assert sign_up("13600003002", "198.51.100.8").status_code == 302
+    # … and a spoofed left-most entry does not give the first client a fresh address.
+    assert sign_up("13600003003", "1.2.3.4, 198.51.100.7").status_code == 429
+    cache.clear()
 
 
 def test_logout_is_post_only(member):

@@ -6,19 +6,25 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from bnpl.charging import run_charges
 from bnpl.choices import ActorKind, OrderStatus
-from bnpl.models import ChargeAttempt, CreditOrder, OrderEvent, SandboxFundingSource
+from bnpl.disputes import dispute_decide
+from bnpl.models import ChargeAttempt, CreditOrder, Dispute, OrderEvent, SandboxFundingSource
+from bnpl.models.settlement import DisputeOutcome
+from bnpl.notifications.models import Notification
+from bnpl.notifications.reminders import sweep_order_events, sweep_pre_charge
 from bnpl.overdue import classify_overdue
 from bnpl.services import credit_order_complete, usage_record
 from consumers.models import Consumer, CreditProfile, PromiseRecord
+from merchants.choices import Scenario
 from tests.bnpl.charging_helpers import due_order, fund
 from tests.consumers.portal_helpers import PASSWORD, logged_in, place_from_catalogue
-from tests.factories import ConsumerFactory
+from tests.factories import ConsumerFactory, ListingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 S = OrderStatus
@@ -66,8 +72,13 @@ def test_catalogue_to_charged_order_with_a_kept_promise(listing):
     order = credit_order_complete(actor=None, actor_kind=ActorKind.MERCHANT, order=order)
     assert (order.status, order.amount_due) == (S.COMPLETED, D("2.00"))
 
+    # The reminder: a metered session is charged at once, so the bill notice is the reminder (it states the amount).
+    sweep_order_events()
+    [reminder] = Notification.objects.filter(order=order, kind="order_completed")
+    assert (reminder.consumer_id, reminder.read_at) == (consumer.pk, None)
     home = client.get(reverse("me:home")).content.decode()
     assert "To be charged" in home and "¥2.00" in home
+    assert reminder.subject in home  # among the unread reminders
 
     added = client.post(reverse("me:payment_methods"), {"label": "招商银行储蓄卡(1234)", "balance_amount": "50.00"})
     assert added.status_code == 302
@@ -219,3 +230,66 @@ def test_cancel_is_refused_once_the_order_is_completed_and_nothing_changes(listi
     fresh = CreditOrder.objects.get(pk=order.pk)
     assert (fresh.status, fresh.hold_amount) == (S.COMPLETED, D("5.00"))
     assert not PromiseRecord.objects.filter(order_id=order.pk).exists()
+
+
+def test_goods_journey_with_a_due_date_extension_and_a_problem_report(merchant):
+    """Two live-stream orders: one extended (charged on the new date), one reported (not charged until decided)."""
+    goods = ListingFactory(
+        merchant=merchant,
+        scenario=Scenario.LIVE_SHOPPING,
+        max_amount=D("299.00"),
+        pricing_rule={"kind": "fixed", "price": "299.00", "name": "羽绒服"},
+    )
+    consumer = ConsumerFactory()
+    client = logged_in(consumer)
+    client.post(reverse("me:payment_methods"), {"label": "招商银行储蓄卡(1234)", "balance_amount": "1000.00"})
+    orders = []
+    for _ in range(2):
+        order = place_from_catalogue(client, goods)
+        client.post(reverse("pay:confirm", args=[order.confirmation_token]), {"consent": "on"})
+        order.refresh_from_db()
+        orders.append(credit_order_complete(actor=None, actor_kind=ActorKind.MERCHANT, order=order))
+    extended, reported = orders
+    due = extended.due_at
+    assert due == extended.completed_at + timedelta(days=7)
+    # The legal pre-charge notice, 5 days before the charge, for both orders.
+    sweep_pre_charge(now=due - timedelta(days=5) + timedelta(minutes=1))
+    assert Notification.objects.filter(order__in=orders, kind="charge_upcoming").count() == 2
+
+    # Ask for the extension (two clicks), then report a problem with the other order (two clicks).
+    assert "Extend the due date" in client.get(reverse("me:order", args=[extended.pk])).content.decode()
+    assert client.get(reverse("me:order_extend", args=[extended.pk])).status_code == 200
+    client.post(reverse("me:order_extend", args=[extended.pk]))
+    assert client.get(reverse("me:order_report", args=[reported.pk])).status_code == 200
+    client.post(reverse("me:order_report", args=[reported.pk]), {"reason": "faulty", "description": "拉链坏了"})
+    assert CreditOrder.objects.get(pk=extended.pk).due_at == due + timedelta(days=7)
+    assert CreditOrder.objects.get(pk=reported.pk).charge_paused is True
+
+    # The extended order is told again about its new date (and the reported one, paused, is not).
+    sweep_pre_charge(now=due + timedelta(days=2, minutes=1))
+    assert list(
+        Notification.objects.filter(kind="charge_upcoming", order__in=orders)
+        .order_by("created_at", "id")
+        .values_list("order_id", flat=True)
+    ) == [extended.pk, reported.pk, extended.pk]
+    # The original due date passes: neither order is charged.
+    with time_machine.travel(due + timedelta(minutes=5), tick=False):
+        assert run_charges(threads=1).claimed == 0
+    # Staff decide the report for the merchant; the extended date passes: both are charged, both promises kept.
+    dispute_decide(
+        actor=UserFactory(is_staff=True),
+        dispute=Dispute.objects.get(order=reported),
+        outcome=DisputeOutcome.MERCHANT_WON,
+        reason="商家提供了出库质检照片",
+    )
+    with time_machine.travel(due + timedelta(days=7, minutes=5), tick=False):
+        assert run_charges(threads=1).succeeded == 2
+    assert set(CreditOrder.objects.filter(pk__in=[extended.pk, reported.pk]).values_list("status", flat=True)) == {
+        S.PAID
+    }
+    assert set(
+        PromiseRecord.objects.filter(order_id__in=[extended.pk, reported.pk]).values_list("outcome", flat=True)
+    ) == {"fulfilled"}
+    assert SandboxFundingSource.objects.get(consumer=consumer).balance_amount == D("402.00")
+    page = client.get(reverse("me:order", args=[extended.pk])).content.decode()
+    assert "Due date extended by 7 days" in page and "Fulfilled" in page

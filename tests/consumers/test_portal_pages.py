@@ -122,8 +122,8 @@ def test_the_order_list_costs_a_fixed_number_of_queries(django_assert_num_querie
     client = logged_in(consumer)
     client.get(reverse("me:orders"))  # warm the session
 
-    # session, user, consumer+profile, count, page of orders (with merchants)
-    with django_assert_num_queries(5):
+    # session, user, consumer+profile, count, page of orders (with merchants), unread messages in the nav
+    with django_assert_num_queries(6):
         client.get(reverse("me:orders"), {"tab": "all"})
 
 
@@ -297,7 +297,7 @@ def test_spend_cap_is_set_refused_above_the_limit_and_cleared():
     assert CreditProfile.objects.get(consumer=consumer).spend_cap_amount == D("300.00")
     refused = client.post(reverse("me:spend_cap"), {"amount": "5000"})
     assert refused.status_code == 400
-    assert "A personal spend cap cannot be above your credit limit of 1000.00." in refused.content.decode()
+    assert "A personal spend cap cannot be above your credit limit of ¥1,000.00." in refused.content.decode()
     assert 'value="5000"' in refused.content.decode()
     assert CreditProfile.objects.get(consumer=consumer).spend_cap_amount == D("300.00")
     client.post(reverse("me:spend_cap"), {"amount": ""})

@@ -82,6 +82,8 @@ def test_every_consumer_page_is_in_chinese(settings, listing):
         pages[name] = client.get(reverse(name))
     pages["listing"] = client.get(reverse("shop:listing", args=[listing.pk]))
     pages["order"] = client.get(reverse("me:order", args=[due.pk]))
+    for name in ("me:order_report", "me:order_dispute", "me:order_extend"):
+        pages[name] = client.get(reverse(name, args=[due.pk]))
     pages["login"] = Client().get(reverse("accounts:login"))
     pages["signup"] = Client().get(reverse("accounts:signup"))
 
