@@ -85,6 +85,7 @@ def prepare_database(*, reuse: bool) -> bool:
     os.environ["DATABASE_URL"] = _database_url(server, BENCH_DB)
     # Production-like: DEBUG off (it would keep every query in memory), quiet logs.
     os.environ["DJANGO_DEBUG"] = "0"
+    os.environ["DJANGO_SECURE_SSL_REDIRECT"] = "0"  # plain HTTP on this machine (docs/security.md)
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret-0123456789abcdefghijklmnop")
     os.environ["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
     os.environ["LOG_LEVEL"] = "WARNING"

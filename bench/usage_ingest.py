@@ -74,6 +74,7 @@ def prepare_database() -> None:
         conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
     os.environ["DATABASE_URL"] = _database_url(server, BENCH_DB)
     os.environ["DJANGO_DEBUG"] = "0"  # DEBUG keeps every query in memory
+    os.environ["DJANGO_SECURE_SSL_REDIRECT"] = "0"  # plain HTTP on this machine (docs/security.md)
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret-0123456789abcdefghijklmnop")
     os.environ["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
     os.environ["DATABASE_CONN_MAX_AGE"] = "60"  # what a production deployment sets

@@ -246,3 +246,9 @@ from bnpl import charging_admin  # noqa: E402, F401  (registers the charging adm
 
 # isort: split
 from bnpl import settlement_admin  # noqa: E402, F401  (registers the refund, dispute and settlement admins)
+
+# isort: split
+from bnpl import incentives_admin  # noqa: E402, F401  (registers the campaign admins and the programme totals)
+
+# isort: split
+from bnpl import audit_admin  # noqa: E402, F401  (registers the read-only audit trail pages)

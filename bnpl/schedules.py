@@ -177,12 +177,44 @@ JOBS: tuple[JobSpec, ...] = (
         "(a refund the provider never saw is sent again with its own key).",
     ),
     JobSpec(
+        name="expire-rewards",
+        func="bnpl.incentives.rewards_expire_due",
+        schedule_type=Schedule.CRON,
+        cron="15 1 * * *",
+        description="Rewards points older than POINTS_EXPIRE_MONTHS expire, oldest first, and campaign coupons "
+        "past their date expire (docs/incentives.md). Safe to run twice.",
+    ),
+    JobSpec(
+        name="apply-pending-rewards",
+        func="bnpl.incentives.rewards_apply_pending_task",
+        schedule_type=Schedule.MINUTES,
+        minutes=10,
+        description="Apply the rewards (points, levels, campaign progress) of promise records whose rewards "
+        "hook failed while the order change was kept; idempotent keys make a replay post nothing twice.",
+    ),
+    JobSpec(
         name="settle-merchants",
         func="bnpl.settlement.settle_merchants_task",
         schedule_type=Schedule.CRON,
         cron="0 2 * * *",
         description="Daily settlement: one batch and pending payout per merchant for yesterday's settleable "
         "payable entries, dispute holds and releases (docs/settlement.md). Safe to run twice.",
+    ),
+    JobSpec(
+        name="send-payouts",
+        func="bnpl.settlement.payouts_send_due_task",
+        schedule_type=Schedule.MINUTES,
+        minutes=5,
+        description="Send pending settlement payouts, and failed ones whose retry is due (+1 h, +6 h, +24 h), "
+        "through the gateway under a fixed key per attempt; post the payout only on success.",
+    ),
+    JobSpec(
+        name="reconcile-payouts",
+        func="bnpl.settlement.payouts_reconcile_task",
+        schedule_type=Schedule.MINUTES,
+        minutes=5,
+        description="Ask the gateway about payouts left sending or unknown for 5 minutes and record the outcome "
+        "(a payout the provider never saw is sent again with its own key).",
     ),
     JobSpec(
         name="deliver-webhooks",
@@ -199,6 +231,32 @@ JOBS: tuple[JobSpec, ...] = (
         schedule_type=Schedule.HOURLY,
         kwargs={"older_than_hours": 48},
         description="Delete stored Idempotency-Key responses older than 48 h (the API promises at least 24 h).",
+    ),
+    JobSpec(
+        name="send-reminders",
+        func="bnpl.notifications.tasks.send_reminders",
+        schedule_type=Schedule.MINUTES,
+        minutes=5,
+        description="Reminders that have come due: order confirmed / bill ready / paid / charge failed, the "
+        "pre-charge notice (scenario policy), overdue days 1-3-7-15-30, account paused or restored, new "
+        "agreements. Deduplicated by key: a run twice sends nothing twice (docs/notifications.md).",
+    ),
+    JobSpec(
+        name="deliver-notifications",
+        func="bnpl.notifications.tasks.deliver_notifications",
+        schedule_type=Schedule.MINUTES,
+        minutes=1,
+        kwargs={"limit": 500},
+        description="Send due email and SMS deliveries (SMS not in quiet hours); failures retry with back-off, "
+        "then show as failed in the admin.",
+    ),
+    JobSpec(
+        name="merchant-digests",
+        func="bnpl.notifications.tasks.merchant_digests",
+        schedule_type=Schedule.CRON,
+        cron="0 9 * * *",
+        description="Daily 09:00: each merchant's failed charges of the last 24 h and disputes near their "
+        "response deadline, to its members.",
     ),
 )
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import environ
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -24,7 +25,8 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin with a site that asks staff for a TOTP token (bnpl/admin_site.py).
+    "bnpl.admin_config.StaffAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -34,6 +36,13 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     # Login throttling (django-axes): repeated failed logins lock that phone/username from that address.
     "axes",
+    # Second factor of staff in the admin (TOTP), docs/security.md.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    # Trigger-based audit trail of staff changes (bnpl/models/audit.py), docs/security.md.
+    "pgtrigger",
+    "pghistory",
+    "pghistory.admin",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -43,16 +52,23 @@ INSTALLED_APPS = [
     "consumers",
     "scoring",
     "bnpl",
+    "bnpl.notifications",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy header from SECURE_CSP (a nonce per response for the few inline scripts).
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified() for the admin's second factor.
+    "django_otp.middleware.OTPMiddleware",
+    # Writes of POST/PUT/PATCH/DELETE requests carry the acting user and URL into the audit trail.
+    "bnpl.audit_middleware.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -71,9 +87,11 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "django.template.context_processors.csp",
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "bnpl.notifications.context_processors.unread_notifications",
             ],
         },
     },
@@ -142,15 +160,61 @@ AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "consumers/locked_out.html"
+# The client's address (log-in lock-outs and the sign-up limiters alike, see bnpl/ratelimit.py): REMOTE_ADDR
+# only, unless BNPL_TRUSTED_PROXY_COUNT proxies of ours append to X-Forwarded-For (1 behind one TLS proxy).
+AXES_IPWARE_PROXY_COUNT = env.int("BNPL_TRUSTED_PROXY_COUNT", default=0) or None
+AXES_IPWARE_META_PRECEDENCE_ORDER = tuple(
+    env.list(
+        "BNPL_CLIENT_IP_HEADERS",
+        default=["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"],
+    )
+)
+AXES_CLIENT_IP_CALLABLE = "bnpl.ratelimit.client_ip"
 
 # --- Security. Production values are the defaults; DJANGO_DEBUG=1 relaxes them for a laptop.
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=60 * 60 * 8)
+# No script reads the CSRF cookie (htmx sends the token from the page), so scripts may not read it at all.
+CSRF_COOKIE_HTTPONLY = True
+LANGUAGE_COOKIE_SECURE = SESSION_COOKIE_SECURE
+LANGUAGE_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"
 X_FRAME_OPTIONS = "DENY"
+# HTTPS (docs/security.md). Behind a TLS-terminating proxy set DJANGO_SECURE_PROXY_SSL_HEADER=1 so that
+# X-Forwarded-Proto: https counts as secure – only when the proxy always sets (overwrites) that header.
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+# Load balancers probe /healthz over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 60 * 60 * 24 * 365)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=not DEBUG)
+# Content Security Policy (Django's own middleware). Every script and style sheet is served from static/;
+# scripts run only from 'self' or with the response's nonce ({% csp_nonce_attr %}), no eval. Inline style
+# *attributes* stay allowed (progress-bar widths, the admin, Redoc's and Swagger UI's generated styles).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.UNSAFE_INLINE],
+    "img-src": [CSP.SELF, "data:"],
+    "font-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "worker-src": [CSP.SELF, "blob:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
+# The admin asks staff for a TOTP token after the password (bnpl/admin_site.py). Deliberately not an
+# environment variable: no deployment can turn the second factor off. The test suite overrides it.
+BNPL_ADMIN_REQUIRE_OTP = True
+OTP_TOTP_ISSUER = env.str("BNPL_PLATFORM_NAME", default="先享后付")
+# The admin's Events page (read-only) shows the acting user and URL (bnpl/audit_middleware.py).
+PGHISTORY_ADMIN_MODEL = "pghistory.MiddlewareEvents"
 
 # Keyed hash for resident ID numbers: they are never stored in clear. Rotating this key
 # makes existing hashes unmatchable (see docs/operations.md).
@@ -258,6 +322,41 @@ BNPL_WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("BNPL_WEBHOOK_ALLOW_PRIVATE_TARGET
 BNPL_WEBHOOK_TIMEOUT_S = env.float("BNPL_WEBHOOK_TIMEOUT_S", default=5.0)
 # Key that encrypts webhook signing secrets at rest (defaults to DJANGO_SECRET_KEY).
 BNPL_WEBHOOK_SECRET_KEY = env.str("BNPL_WEBHOOK_SECRET_KEY", default="")
+
+# --- Notifications and reminders (docs/notifications.md).
+# Email goes through Django's mailers (Django 6.1 MAILERS): the console in development, SMTP by these settings.
+_EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default=f"django.core.mail.backends.{'console' if DEBUG else 'smtp'}.EmailBackend",
+)
+MAILERS = {"default": {"BACKEND": _EMAIL_BACKEND}}
+if _EMAIL_BACKEND.endswith(".smtp.EmailBackend"):
+    MAILERS["default"]["OPTIONS"] = {
+        "host": env.str("EMAIL_HOST", default="localhost"),
+        "port": env.int("EMAIL_PORT", default=25),
+        "username": env.str("EMAIL_HOST_USER", default=""),
+        "password": env.str("EMAIL_HOST_PASSWORD", default=""),
+        "use_tls": env.bool("EMAIL_USE_TLS", default=False),
+        "use_ssl": env.bool("EMAIL_USE_SSL", default=False),
+        "timeout": env.int("EMAIL_TIMEOUT", default=10),
+    }
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="先享后付 <noreply@example.com>")
+# SMS: the dotted path of a backend class (bnpl.notifications.backends); a provider adapter is named here.
+BNPL_SMS_BACKEND = env.str("BNPL_SMS_BACKEND", default="bnpl.notifications.backends.ConsoleSmsBackend")
+# No SMS from START to END o'clock Beijing time (deferred to END) except exempt transactional notices.
+BNPL_SMS_QUIET_HOURS = tuple(env.list("BNPL_SMS_QUIET_HOURS", cast=int, default=[22, 8]))
+BNPL_NOTIFY_MAX_ATTEMPTS = env.int("BNPL_NOTIFY_MAX_ATTEMPTS", default=5)
+BNPL_NOTIFY_RETRY_DELAYS = tuple(
+    timedelta(minutes=float(m)) for m in env.list("BNPL_NOTIFY_RETRY_DELAYS_MINUTES", default=["1", "5", "30", "120"])
+)
+# Order and account events older than this are not notified any more (a stale "order confirmed" confuses).
+BNPL_NOTIFY_EVENT_LOOKBACK = timedelta(hours=env.float("BNPL_NOTIFY_EVENT_LOOKBACK_HOURS", default=24))
+# Share of orders (where the scenario policy allows it) whose optional pre-charge reminders are withheld, to
+# measure what reminders do (reminder_report). 0 in production unless someone decides to measure.
+BNPL_REMINDER_CONTROL_SHARE = env.float("BNPL_REMINDER_CONTROL_SHARE", default=0.0)
+BNPL_REMINDER_CONTROL_SALT = env.str("BNPL_REMINDER_CONTROL_SALT", default="reminders-v1")
+# The merchant digest lists disputes whose response deadline falls within this.
+BNPL_DIGEST_DISPUTE_WARNING = timedelta(hours=env.float("BNPL_DIGEST_DISPUTE_WARNING_HOURS", default=48))
 
 LOGGING = {
     "version": 1,

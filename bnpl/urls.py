@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from bnpl import views
 
@@ -14,7 +14,8 @@ urlpatterns = [
     # The merchant REST API, its OpenAPI 3 document and the offline reference pages (docs/api.md).
     path("api/v1/", include("bnpl.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves Swagger UI's start-up script as a separate file: the CSP runs no inline script.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     # Consumer pages (bnpl/portal/__init__.py): the catalogue, the hosted pay pages, my pay-later, accounts.
     path("shop/", include("bnpl.portal.urls_shop")),

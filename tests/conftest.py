@@ -16,6 +16,9 @@ def _test_settings(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+    # The admin's second factor (bnpl/admin_site.py) is tested in tests/security/test_admin_otp.py, which
+    # turns it back on; elsewhere force_login'd staff reach the admin with their password session alone.
+    settings.BNPL_ADMIN_REQUIRE_OTP = False
 
 
 @pytest.fixture(autouse=True)

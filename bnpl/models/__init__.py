@@ -1,7 +1,17 @@
 """Models of the pay-later core, one module per area."""
 
+from .audit import (
+    CreditOrderAudit,
+    CreditProfileAudit,
+    DisputeAudit,
+    MerchantAudit,
+    PayoutAudit,
+    RefundAudit,
+    SettlementBatchAudit,
+)
 from .charging import ChargeAttempt, ChargeRun
-from .gateway import SandboxCharge, SandboxFaultConfig, SandboxFundingSource, SandboxRefund
+from .gateway import SandboxCharge, SandboxFaultConfig, SandboxFundingSource, SandboxPayout, SandboxRefund
+from .incentives import Campaign, CampaignProgress, Coupon
 from .ledger import LedgerAccount, LedgerEntry, LedgerTransaction
 from .orders import Agreement, BillLine, CreditOrder, OrderEvent, UsageEvent
 from .settlement import (
@@ -19,23 +29,34 @@ __all__ = [
     "Agreement",
     "AgreementSignup",
     "BillLine",
+    "Campaign",
+    "CampaignProgress",
     "ChargeAttempt",
     "ChargeRun",
+    "Coupon",
     "CreditOrder",
+    "CreditOrderAudit",
+    "CreditProfileAudit",
     "Dispute",
+    "DisputeAudit",
     "DisputeEvent",
     "DisputeEvidence",
     "LedgerAccount",
     "LedgerEntry",
     "LedgerTransaction",
+    "MerchantAudit",
     "OrderEvent",
     "Payout",
+    "PayoutAudit",
     "Refund",
+    "RefundAudit",
     "SandboxCharge",
     "SandboxFaultConfig",
     "SandboxFundingSource",
+    "SandboxPayout",
     "SandboxRefund",
     "SettlementBatch",
+    "SettlementBatchAudit",
     "SettlementItem",
     "UsageEvent",
 ]

@@ -47,6 +47,15 @@
     (root || document).querySelectorAll("input[data-active-search]").forEach(attach);
   }
 
+  // A filter <select> in the same form searches at once. (This was an hx-trigger filter expression,
+  // change[target.tagName==='SELECT'], which htmx evaluates with eval – refused by the CSP.)
+  document.addEventListener("change", function (event) {
+    var field = event.target;
+    if (field.tagName === "SELECT" && field.form && field.form.querySelector("input[data-active-search]")) {
+      field.dispatchEvent(new CustomEvent("search-ready", { bubbles: true }));
+    }
+  });
+
   document.addEventListener("DOMContentLoaded", function () { scan(document); });
   document.addEventListener("htmx:load", function (event) { scan(event.target); });
 })();

@@ -30,6 +30,7 @@ from bnpl.models import Agreement, CreditOrder, SandboxFundingSource
 from bnpl.models.charging import ChargeTrigger
 from bnpl.overdue import credit_order_mark_overdue
 from bnpl.refunds import credit_order_refund
+from bnpl.staff_otp import totp_device_enrol, totp_secret_base32
 from consumers import services as consumer_services
 from consumers.models import Consumer
 from merchants import services as merchant_services
@@ -214,6 +215,7 @@ class Command(BaseCommand):
                 f"(password {PASSWORD})."
             )
         )
+        self._admin_second_factor(admin)
 
     # --- people and merchants
 
@@ -222,6 +224,15 @@ class Command(BaseCommand):
         if user is None:
             user = User.objects.create_superuser("admin", "admin@example.com", PASSWORD)
         return user
+
+    def _admin_second_factor(self, admin) -> None:
+        """The admin asks for a TOTP token (docs/security.md): enrol the demo admin once and say how to log in."""
+        device = totp_device_enrol(actor=None, user=admin)
+        self.stdout.write(
+            f"Admin second factor (TOTP): add {device.config_url} to an authenticator app "
+            f"(secret {totp_secret_base32(device)}), or with DJANGO_DEBUG=1 run "
+            f"`manage.py staff_totp code admin` for the current token."
+        )
 
     def _merchant(self, spec: MerchantSpec, admin) -> Merchant:
         code = _uscc(spec.seq)

@@ -1,0 +1,45 @@
+"""The staff admin site: a password and a verified TOTP device (django-otp), see docs/security.md.
+
+``settings.BNPL_ADMIN_REQUIRE_OTP`` is True and is not read from the environment: production cannot
+switch the second factor off by configuration. The test suite turns it off for tests of admin features
+other than the login (tests/conftest.py) and on again for the tests of the second factor.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.http import HttpRequest
+from django_otp import devices_for_user
+from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
+
+
+class StaffLoginForm(OTPAdminAuthenticationForm):
+    """Username, password and token in one step: a user with a single device need not pick it first."""
+
+    def _chosen_device(self, user):
+        device = super()._chosen_device(user)
+        if device is None and not self.cleaned_data.get("otp_device"):
+            devices = list(devices_for_user(user, confirmed=True))
+            if len(devices) == 1:
+                device = devices[0]
+        return device
+
+
+class StaffAdminSite(OTPAdminSite):
+    """Admin site that lets in only active staff who signed in with a password *and* a TOTP token."""
+
+    name = "admin"
+
+    @property
+    def login_form(self):  # type: ignore[override]
+        return StaffLoginForm if settings.BNPL_ADMIN_REQUIRE_OTP else AdminAuthenticationForm
+
+    @property
+    def login_template(self):  # type: ignore[override]
+        return OTPAdminSite.login_template if settings.BNPL_ADMIN_REQUIRE_OTP else None
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        if not settings.BNPL_ADMIN_REQUIRE_OTP:
+            return request.user.is_active and request.user.is_staff
+        return super().has_permission(request)
