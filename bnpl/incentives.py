@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 
     from merchants.models import Merchant
 
+    from .models import CreditOrder
+
     Actor = AbstractBaseUser | None
 
 logger = logging.getLogger(__name__)
@@ -348,6 +350,61 @@ def _campaign_award(*, campaign: Campaign, consumer_id: int, now: datetime) -> s
         pk=campaign.pk, status=CampaignStatus.ACTIVE, spent_amount__gt=F("budget_amount") - campaign.cost_amount
     ).update(status=CampaignStatus.EXHAUSTED, updated_at=now)
     return AWARD_PAID
+
+
+# --------------------------------------------------------------------------- coupon redemption
+
+MAX_COUPON_LINE_NAME = 64  # BillLine.name
+
+
+def coupon_redeem_for_order(*, order: CreditOrder, bill: Decimal, now: datetime) -> tuple[Coupon, Decimal] | None:
+    """Take the consumer's oldest usable coupon of the order's merchant off a bill of ``bill``.
+
+    Called by ``credit_order_complete`` inside its transaction, before the bill is stored: the
+    caller adds a discount line of the returned amount, ``min(coupon, bill)`` (never below ¥0),
+    and the lower ``amount_due`` is what the ledger posts (the campaign paid for the coupon at
+    award). One coupon per order (``Coupon.used_order`` is one-to-one). Two completions of the
+    same consumer at once never use one coupon twice: the row is claimed with ``FOR UPDATE SKIP
+    LOCKED`` (the other completion takes the next coupon, or none) and marked used by a
+    conditional UPDATE. Nothing to take off (bill of ¥0, no coupon) → ``None``.
+    """
+    if bill <= ZERO or order.consumer_id is None:
+        return None
+    coupon = (
+        Coupon.objects.select_for_update(skip_locked=True)
+        .filter(
+            consumer_id=order.consumer_id,
+            merchant_id=order.merchant_id,
+            status=CouponStatus.ISSUED,
+            expires_at__gt=now,
+            created_at__lte=now,
+        )
+        .select_related("campaign")
+        .order_by("expires_at", "created_at", "id")
+        .first()
+    )
+    if coupon is None:
+        return None
+    amount = to_money(min(coupon.amount, bill))
+    claimed = Coupon.objects.filter(pk=coupon.pk, status=CouponStatus.ISSUED).update(
+        status=CouponStatus.USED, used_order=order, used_at=now, used_amount=amount
+    )
+    if claimed != 1:  # pragma: no cover - the row lock makes this unreachable; kept as the last guard
+        return None
+    coupon.status, coupon.used_order_id, coupon.used_at, coupon.used_amount = CouponStatus.USED, order.pk, now, amount
+    logger.info("coupon used coupon=%s order=%s amount=%s", coupon.pk, order.pk, amount)
+    return coupon, amount
+
+
+def coupon_line_name(coupon: Coupon) -> str:
+    """The bill line of a redeemed coupon, e.g. "Campaign coupon: 充电满3次送¥5券"."""
+    name = _("Campaign coupon: %(title)s") % {"title": coupon.campaign.title}
+    return name[:MAX_COUPON_LINE_NAME]
+
+
+def coupon_for_order(*, order_id: int) -> Coupon | None:
+    """The coupon taken off an order, with its campaign (for the order pages), or ``None``."""
+    return Coupon.objects.filter(used_order_id=order_id).select_related("campaign").first()
 
 
 # --------------------------------------------------------------------------- the daily job

@@ -68,7 +68,17 @@ class CampaignProgressAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Coupon)
 class CouponAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("consumer", "merchant", "campaign", "amount", "status", "expires_at", "created_at")
+    list_display = (
+        "consumer",
+        "merchant",
+        "campaign",
+        "amount",
+        "status",
+        "expires_at",
+        "created_at",
+        "used_order",
+        "used_amount",
+    )
     list_filter = ("status",)
     search_fields = ("consumer__phone",)
-    list_select_related = ("consumer", "merchant", "campaign")
+    list_select_related = ("consumer", "merchant", "campaign", "used_order")

@@ -47,7 +47,7 @@ from scoring.services import admission_assess, features_on_order_opened, feature
 
 from .choices import ALLOWED_TRANSITIONS, OPEN_STATUSES, USAGE_STATUSES, ActorKind, AgreementStatus, OrderStatus
 from .exceptions import InsufficientCredit, InvalidTransition, NotAllowed, ValidationFailed
-from .incentives import incentives_on_promise_record
+from .incentives import coupon_line_name, coupon_redeem_for_order, incentives_on_promise_record
 from .ledger import ledger_account_for, ledger_post, post_amount_reduction, post_completion
 from .models import Agreement, AgreementSignup, BillLine, CreditOrder, LedgerTransaction, OrderEvent, UsageEvent
 from .models.ledger import AccountKind, TransactionKind
@@ -1046,7 +1046,10 @@ def credit_order_complete(
     ``lines`` of ``{name, quantity, unit, unit_price, amount}`` (each amount must equal
     quantity × unit price to the fen) and ``discounts`` of ``{name, amount}``, which may
     also be given with a usage bill. ``amount_due = Σ lines − Σ discounts`` must lie
-    between 0 and the order's ``max_amount`` (invariant 4), else nothing changes.
+    between 0 and the order's ``max_amount`` (invariant 4), else nothing changes. Then the
+    consumer's oldest usable campaign coupon of the merchant, if any, is taken off as one more
+    discount line, at most what is left (``coupon_redeem_for_order``; the coupon is marked used
+    in this transaction).
 
     The hold shrinks from the cap to the amount due, and the ledger records the bill
     (``post_completion``: the consumer owes it, the merchant is owed it). A bill of zero
@@ -1073,6 +1076,15 @@ def credit_order_complete(
             "cap": order.max_amount,
         }
         raise ValidationFailed(message, code="amount_exceeds_cap", fields={"lines": message})
+    now = timezone.now()
+    # A campaign coupon of this merchant comes off automatically (docs/incentives.md), at most the bill.
+    redeemed = coupon_redeem_for_order(order=order, bill=total, now=now)
+    if redeemed is not None:
+        coupon, coupon_amount = redeemed
+        drafts.append(
+            BillLineDraft(coupon_line_name(coupon), Decimal(1), "", coupon_amount, coupon_amount, is_discount=True)
+        )
+        total = bill_total(drafts)
 
     BillLine.objects.bulk_create(
         BillLine(
@@ -1087,7 +1099,6 @@ def credit_order_complete(
         )
         for position, d in enumerate(drafts)
     )
-    now = timezone.now()
     assert order.consumer is not None  # an active order always has its consumer
     credit_hold_release(consumer=order.consumer, amount=order.hold_amount - total)
     order.hold_amount = total
@@ -1104,6 +1115,7 @@ def credit_order_complete(
             "amount_due": str(total),
             "source": "usage" if lines is None else "merchant",
             "lines": len(drafts),
+            **({"coupon": redeemed[0].pk, "coupon_amount": str(redeemed[1])} if redeemed else {}),
         },
         update_fields=["hold_amount", "amount_due", "completed_at", "due_at"],
     )

@@ -1,14 +1,17 @@
 """seed_demo: idempotent, realistic, and it exercises the real services."""
 
 import io
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from bnpl.choices import OrderStatus
-from bnpl.models import Agreement, BillLine, CreditOrder, OrderEvent, UsageEvent
-from consumers.models import Consumer, CreditProfile, PromiseRecord
+from bnpl.models import Agreement, BillLine, Campaign, CampaignProgress, Coupon, CreditOrder, OrderEvent, UsageEvent
+from bnpl.models.incentives import CouponStatus
+from consumers.choices import RewardLevel
+from consumers.models import Consumer, CreditProfile, PointsEntry, PromiseRecord, RewardAccount
 from merchants.choices import MerchantStatus, Scenario
 from merchants.models import Listing, Merchant
 from scoring.models import AdmissionDecision
@@ -26,6 +29,11 @@ MODELS = [
     UsageEvent,
     OrderEvent,
     AdmissionDecision,
+    Campaign,
+    CampaignProgress,
+    Coupon,
+    RewardAccount,
+    PointsEntry,
 ]
 
 
@@ -84,3 +92,14 @@ def test_seed_demo_content():
     for profile in CreditProfile.objects.select_related("consumer"):
         held = sum(o.hold_amount for o in CreditOrder.objects.filter(consumer=profile.consumer))
         assert profile.open_exposure_amount == held
+
+    # Rewards: a campaign of the e-bike merchant, consumer1 above the first level with a coupon in
+    # progress, and consumer2's coupon taken off a bill.
+    campaign = Campaign.objects.get(title="充电满3次送¥5券", merchant__members__user__username="merchant-ebike")
+    assert (campaign.goal_count, campaign.budget_amount) == (3, Decimal("500.00"))
+    assert RewardAccount.objects.get(consumer__user__username="consumer1").level != RewardLevel.NEWCOMER
+    progress = CampaignProgress.objects.get(campaign=campaign, consumer__user__username="consumer1")
+    assert 0 < progress.kept_count < campaign.goal_count and progress.awarded_at is None
+    coupon = Coupon.objects.get(campaign=campaign, consumer__user__username="consumer2")
+    assert coupon.status == CouponStatus.USED
+    assert coupon.used_order.bill_lines.filter(is_discount=True, amount=coupon.used_amount).exists()

@@ -26,6 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from bnpl.choices import ActorKind, OrderStatus
 from bnpl.exceptions import DomainError, InvalidTransition
+from bnpl.incentives import coupon_for_order
 from bnpl.models import CreditOrder
 from bnpl.models.settlement import RefundStatus
 from bnpl.refunds import credit_order_collect, credit_order_lower_amount, credit_order_refund
@@ -123,6 +124,10 @@ def order_detail(request: HttpRequest, order_id: int) -> HttpResponse:
             "actions": actions,
             "bill_lines": [line for line in detail.lines if not line.is_discount],
             "discounts": [line for line in detail.lines if line.is_discount],
+            # A campaign coupon taken off the bill (a query only when the bill has discounts).
+            "coupon": coupon_for_order(order_id=detail.order.pk)
+            if any(line.is_discount for line in detail.lines)
+            else None,
         },
     )
 

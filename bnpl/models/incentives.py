@@ -143,14 +143,48 @@ class Coupon(models.Model):
     status = models.CharField(_("Status"), max_length=8, choices=CouponStatus.choices, default=CouponStatus.ISSUED)
     expires_at = models.DateTimeField(_("Valid until"))
     created_at = models.DateTimeField(_("Issued at"), default=timezone.now)
+    # Redemption (bnpl.incentives.coupon_redeem_for_order): the order it was taken off, once.
+    # One-to-one: one coupon per order.
+    used_order = models.OneToOneField(
+        "bnpl.CreditOrder",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="coupon_used",
+        verbose_name=_("Used on order"),
+    )
+    used_at = models.DateTimeField(_("Used at"), null=True, blank=True)
+    used_amount = models.DecimalField(_("Amount taken off"), max_digits=10, decimal_places=2, null=True, blank=True)
 
     class Meta:
         verbose_name = _("Coupon")
         verbose_name_plural = _("Coupons")
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # Redemption at completion: the consumer's usable coupons of one merchant, oldest first.
+            models.Index(
+                fields=["consumer", "merchant", "expires_at"], condition=Q(status="issued"), name="coupon_usable_idx"
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["campaign", "consumer"], name="coupon_one_per_campaign"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="coupon_amount_positive"),
+            models.CheckConstraint(
+                condition=(
+                    Q(status="used")
+                    & Q(used_order__isnull=False)
+                    & Q(used_at__isnull=False)
+                    & Q(used_amount__gt=0)
+                    & Q(used_amount__lte=F("amount"))
+                )
+                | (
+                    ~Q(status="used")
+                    & Q(used_order__isnull=True)
+                    & Q(used_at__isnull=True)
+                    & Q(used_amount__isnull=True)
+                ),
+                name="coupon_used_has_order",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -26,6 +26,7 @@ from ..charging import credit_order_pay_now
 from ..choices import ActorKind, AgreementStatus, OrderStatus
 from ..exceptions import DomainError
 from ..gateway.services import sandbox_funding_source_add
+from ..incentives import coupon_for_order
 from ..models import Agreement, CreditOrder, SandboxFundingSource
 from ..models.charging import AttemptStatus
 from ..policies import policy_for
@@ -131,6 +132,10 @@ def _order_context(request: HttpRequest, order: CreditOrder, **extra: Any) -> di
         "cancel_form": extra.pop("cancel_form", None) or CancelOrderForm(),
         "lines": [line for line in order.bill_lines.all() if not line.is_discount],
         "discounts": [line for line in order.bill_lines.all() if line.is_discount],
+        # A campaign coupon taken off the bill (a query only when the bill has discounts).
+        "coupon": coupon_for_order(order_id=order.pk)
+        if any(line.is_discount for line in order.bill_lines.all())
+        else None,
         # Report a problem, open a dispute, extend the due date (bnpl/portal/order_actions.py).
         **order_actions_context(consumer=request.consumer, order=order),  # type: ignore[attr-defined]
         **extra,

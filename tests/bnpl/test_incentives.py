@@ -28,17 +28,19 @@ from bnpl.incentives import (
     incentives_on_promise_record,
     rewards_expire_due,
 )
-from bnpl.models import Campaign, CampaignProgress, Coupon, CreditOrder
+from bnpl.ledger import ledger_check, order_account_balance
+from bnpl.models import BillLine, Campaign, CampaignProgress, ChargeAttempt, Coupon, CreditOrder, LedgerTransaction
 from bnpl.models.incentives import BenefitKind, CampaignStatus, CouponStatus
+from bnpl.models.ledger import AccountKind
 from bnpl.overdue import classify_overdue, credit_order_mark_overdue
 from bnpl.schedules import JOBS
-from bnpl.services import credit_order_mark_paid_elsewhere
+from bnpl.services import credit_order_complete, credit_order_mark_paid_elsewhere
 from consumers import rewards
 from consumers.choices import PointsKind, PromiseOutcome, RewardLevel
 from consumers.models import CreditProfile, PerkUse, PointsEntry, PromiseRecord, RewardAccount
 from merchants.choices import MemberRole
 from tests.bnpl.charging_helpers import due_order, fund
-from tests.bnpl.helpers import run_concurrently
+from tests.bnpl.helpers import order_in, run_concurrently
 from tests.factories import ConsumerFactory, ListingFactory, MerchantMemberFactory, UserFactory
 
 S = OrderStatus
@@ -65,11 +67,11 @@ def _make_expert(consumer) -> None:
         rewards.rewards_on_promise_kept(actor=None, consumer_id=consumer.pk, order_id=900_000 + consumer.pk * 100 + i)
 
 
-def _coupon_campaign(merchant, *, goal=2, amount="5.00", budget="10.00", **extra) -> Campaign:
+def _coupon_campaign(merchant, *, goal=2, amount="5.00", budget="10.00", title="充电满两次送券", **extra) -> Campaign:
     return campaign_create(
         actor=None,
         merchant=merchant,
-        title="充电满两次送券",
+        title=title,
         goal_count=goal,
         benefit_kind=BenefitKind.COUPON,
         benefit_amount=amount,
@@ -723,3 +725,153 @@ def test_a_promotion_puts_the_level_up_notice_in_the_inbox_once(consumer):
     notice = Notification.objects.get(kind="rewards_level_up")
     assert notice.user_id == consumer.user_id
     assert "/me/rewards/" in notice.body
+
+
+# --------------------------------------------------------------------------- coupon redemption
+
+
+LINE = {"name": "充电 4 小时", "quantity": "4", "unit": "小时", "unit_price": "3.00", "amount": "12.00"}
+
+
+def _coupon(campaign: Campaign, consumer, *, amount="5.00", expires_in=timedelta(days=30), **extra) -> Coupon:
+    """A coupon as ``_campaign_award`` issues it (arranged directly to pick the amount and date)."""
+    now = timezone.now()
+    return Coupon.objects.create(
+        consumer=consumer,
+        merchant=campaign.merchant,
+        campaign=campaign,
+        amount=D(amount),
+        expires_at=now + expires_in,
+        created_at=now - timedelta(days=1),
+        **extra,
+    )
+
+
+def _complete(order: CreditOrder, line=LINE) -> CreditOrder:
+    return credit_order_complete(actor=None, actor_kind=ActorKind.MERCHANT, order=order, lines=[line])
+
+
+def _discounts(order: CreditOrder) -> list[tuple[str, Decimal]]:
+    return list(BillLine.objects.filter(order=order, is_discount=True).values_list("name", "amount"))
+
+
+@pytest.mark.django_db
+def test_a_coupon_comes_off_the_next_bill_once_and_the_ledger_posts_the_lower_amount(listing, consumer):
+    campaign = _coupon_campaign(listing.merchant, title="充电满3次送¥5券")
+    coupon = _coupon(campaign, consumer)
+    first = order_in(S.ACTIVE, listing=listing, consumer=consumer)
+    second = order_in(S.ACTIVE, listing=listing, consumer=consumer)
+
+    _complete(first)
+    _complete(second)
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.amount_due, first.hold_amount, first.status) == (D("7.00"), D("7.00"), S.COMPLETED)
+    assert _discounts(first) == [("Campaign coupon: 充电满3次送¥5券", D("5.00"))]
+    coupon.refresh_from_db()
+    assert (coupon.status, coupon.used_order_id, coupon.used_amount) == (CouponStatus.USED, first.pk, D("5.00"))
+    assert coupon.used_at is not None
+    assert second.amount_due == D("12.00") and _discounts(second) == []
+    assert order_account_balance(first, AccountKind.CONSUMER_RECEIVABLE) == D("7.00")
+    assert order_account_balance(first, AccountKind.MERCHANT_PAYABLE) == D("-7.00")
+    assert ledger_check() == []
+    event = first.events.get(to_status=S.COMPLETED)
+    assert event.data["coupon"] == coupon.pk
+
+
+@pytest.mark.django_db
+def test_a_coupon_larger_than_the_bill_takes_it_to_zero_and_the_order_is_paid_without_a_charge(listing, consumer):
+    coupon = _coupon(_coupon_campaign(listing.merchant, amount="5.00"), consumer)
+    order = order_in(S.ACTIVE, listing=listing, consumer=consumer)
+    small = {"name": "充电 1 小时", "quantity": "1", "unit": "小时", "unit_price": "3.00", "amount": "3.00"}
+
+    _complete(order, small)
+
+    order.refresh_from_db()
+    assert (order.amount_due, order.hold_amount, order.status) == (D("0.00"), D("0.00"), S.PAID)
+    assert [amount for _, amount in _discounts(order)] == [D("3.00")]
+    coupon.refresh_from_db()
+    assert (coupon.status, coupon.used_amount) == (CouponStatus.USED, D("3.00"))
+    assert not LedgerTransaction.objects.filter(idempotency_key=f"completion:{order.pk}").exists()
+    assert not ChargeAttempt.objects.filter(order=order).exists()
+    assert CreditProfile.objects.get(consumer=consumer).open_exposure_amount == D("0.00")
+    assert ledger_check() == []
+
+
+@pytest.mark.django_db
+def test_expired_used_other_merchants_and_other_consumers_coupons_are_ignored(listing, consumer):
+    campaign = _coupon_campaign(listing.merchant)
+    other_campaign = _coupon_campaign(ListingFactory().merchant)
+    _coupon(campaign, consumer, expires_in=timedelta(minutes=-1))  # past its date, job not run yet
+    used_on = order_in(S.PAID, listing=listing, consumer=consumer)
+    _coupon(
+        _coupon_campaign(listing.merchant, title="旧券"),
+        consumer,
+        status=CouponStatus.USED,
+        used_order=used_on,
+        used_at=timezone.now(),
+        used_amount=D("5.00"),
+    )
+    _coupon(other_campaign, consumer)
+    _coupon(_coupon_campaign(listing.merchant, title="别人的券"), ConsumerFactory())
+    order = order_in(S.ACTIVE, listing=listing, consumer=consumer)
+
+    _complete(order)
+
+    order.refresh_from_db()
+    assert order.amount_due == D("12.00") and _discounts(order) == []
+    assert Coupon.objects.filter(status=CouponStatus.ISSUED).count() == 3
+
+
+@pytest.mark.django_db
+def test_the_coupon_expiring_first_is_used_and_a_free_bill_uses_none(listing, consumer):
+    later = _coupon(_coupon_campaign(listing.merchant, title="后到期"), consumer, expires_in=timedelta(days=20))
+    sooner = _coupon(_coupon_campaign(listing.merchant, title="先到期"), consumer, expires_in=timedelta(days=2))
+    free = order_in(S.ACTIVE, listing=listing, consumer=consumer)
+    order = order_in(S.ACTIVE, listing=listing, consumer=consumer)
+
+    credit_order_complete(actor=None, actor_kind=ActorKind.MERCHANT, order=free, lines=[])
+    _complete(order)
+
+    sooner.refresh_from_db()
+    later.refresh_from_db()
+    assert (sooner.status, sooner.used_order_id) == (CouponStatus.USED, order.pk)
+    assert later.status == CouponStatus.ISSUED
+    assert _discounts(free) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_completions_at_once_use_one_coupon_once():
+    listing = ListingFactory()
+    consumer = ConsumerFactory()
+    coupon = _coupon(_coupon_campaign(listing.merchant), consumer)
+    orders = [order_in(S.ACTIVE, listing=listing, consumer=consumer) for _ in range(2)]
+
+    results = run_concurrently(*(lambda o=o: _complete(o) for o in orders))
+
+    assert not [r for r in results if isinstance(r, Exception)]
+    dues = sorted(CreditOrder.objects.filter(pk__in=[o.pk for o in orders]).values_list("amount_due", flat=True))
+    assert dues == [D("7.00"), D("12.00")]
+    assert BillLine.objects.filter(order__in=orders, is_discount=True).count() == 1
+    coupon.refresh_from_db()
+    assert coupon.status == CouponStatus.USED and coupon.used_order_id in {o.pk for o in orders}
+    assert ledger_check() == []
+
+
+@pytest.mark.django_db
+def test_the_order_pages_show_the_coupon_taken_off(listing, consumer):
+    _coupon(_coupon_campaign(listing.merchant, title="充电满3次送¥5券"), consumer)
+    order = _complete(order_in(S.ACTIVE, listing=listing, consumer=consumer))
+    client = Client()
+    client.force_login(consumer.user)
+    owner = MerchantMemberFactory(merchant=listing.merchant, role=MemberRole.OWNER)
+    merchant_client = Client()
+    merchant_client.force_login(owner.user)
+
+    mine = client.get(reverse("me:order", args=[order.pk])).content.decode()
+    theirs = merchant_client.get(reverse("merchant:order_detail", args=[order.pk])).content.decode()
+
+    for text in (mine, theirs):
+        assert "Campaign coupon: 充电满3次送¥5券" in text
+        assert "data-coupon=" in text

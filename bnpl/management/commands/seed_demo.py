@@ -7,6 +7,13 @@ for it: the confirmation deadline of the orders meant to show ``expired`` is bac
 expiry service expires them, and the overdue classification of the orders meant to show ``overdue`` is
 run as of three days from now (past the grace period). Completed orders of the metered scenarios are
 left for the scheduler: the charge run of ``make run`` charges them within a minute.
+
+Rewards (docs/incentives.md): the e-bike merchant runs one coupon campaign, and consumer1 and consumer2
+get a history of kept promises (orders placed, billed and paid through the services): consumer1 reaches
+the second level with the campaign two thirds done, consumer2 earns the coupon and has it taken off its
+next charge. That history stands for weeks of orders, so a third place moves time on: before each of
+those orders, the consumer's recent order times are moved back a day, out of the admission velocity
+windows (at most 10 orders an hour), which a real history spread over weeks would not have met.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from bnpl import services as order_services
 from bnpl.charging import credit_order_charge_now, credit_order_pay_now
 from bnpl.choices import ActorKind, OrderStatus
 from bnpl.gateway.services import sandbox_funding_source_add
-from bnpl.models import Agreement, CreditOrder, SandboxFundingSource
+from bnpl.incentives import campaign_create
+from bnpl.models import Agreement, Campaign, CreditOrder, SandboxFundingSource
 from bnpl.models.charging import ChargeTrigger
+from bnpl.models.incentives import BenefitKind
 from bnpl.overdue import credit_order_mark_overdue
 from bnpl.refunds import credit_order_refund
 from bnpl.staff_otp import totp_device_enrol, totp_secret_base32
@@ -36,12 +45,27 @@ from consumers.models import Consumer
 from merchants import services as merchant_services
 from merchants.choices import ConfirmMode, MemberRole, MerchantCategory, Scenario
 from merchants.models import Listing, Merchant
+from scoring.models import ConsumerFeatures
 
 PASSWORD = "demo1234"
 User = get_user_model()
 
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 GIVEN = "伟芳娜敏静丽强磊洋艳勇军杰娟涛明超霞平"
+
+CAMPAIGN_TITLE = "充电满3次送¥5券"
+# Kept promises of the rewards history: (consumer number, merchant username, usage quantity) in order.
+# consumer1: ten swims (promise value 10 → 守约达人) and two charging sessions (campaign 2 of 3);
+# consumer2: three charging sessions (the coupon), then an 8-hour one the ¥5 coupon comes off (¥8 → ¥3).
+REWARD_HISTORY = (
+    *((1, "merchant-swim", "1") for _ in range(10)),
+    (1, "merchant-ebike", "2.5000"),
+    (1, "merchant-ebike", "1.5000"),
+    (2, "merchant-ebike", "2.0000"),
+    (2, "merchant-ebike", "3.0000"),
+    (2, "merchant-ebike", "1.2500"),
+    (2, "merchant-ebike", "8.0000"),
+)
 CITIES = ["杭州", "上海", "北京", "深圳", "成都", "南京"]
 
 
@@ -207,6 +231,7 @@ class Command(BaseCommand):
         self._pending_merchants(admin)
         consumers = self._consumers(rng, admin)
         self._orders(rng, merchants, consumers)
+        self._rewards(merchants, consumers)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready: {Merchant.objects.count()} merchants, {Listing.objects.count()} listings, "
@@ -468,6 +493,59 @@ class Command(BaseCommand):
         if state == "overdue" and order.status == OrderStatus.COLLECTING:
             # Let the grace period pass (two days beyond it) for the overdue classification.
             credit_order_mark_overdue(order=order, now=now + settings.BNPL_GRACE_PERIOD + timedelta(days=2))
+
+    # --- rewards
+
+    def _rewards(self, merchants: dict[str, Merchant], consumers: list[Consumer]) -> None:
+        """The e-bike merchant's campaign, then kept promises through the real order flow (REWARD_HISTORY)."""
+        ebike = merchants["merchant-ebike"]
+        if not Campaign.objects.filter(merchant=ebike, title=CAMPAIGN_TITLE).exists():
+            campaign_create(
+                actor=ebike.members.filter(role=MemberRole.OWNER).first().user,
+                merchant=ebike,
+                title=CAMPAIGN_TITLE,
+                goal_count=3,
+                benefit_kind=BenefitKind.COUPON,
+                benefit_amount=Decimal("5.00"),
+                budget_amount=Decimal("500.00"),
+            )
+        for index, (n, username, quantity) in enumerate(REWARD_HISTORY, start=1):
+            merchant = merchants[username]
+            out_order_no = f"DEMO-REWARDS-C{n}-{index:02d}"
+            if CreditOrder.objects.filter(merchant=merchant, out_order_no=out_order_no).exists():
+                continue
+            self._kept_promise(merchant, consumers[n - 1], out_order_no, Decimal(quantity))
+
+    def _kept_promise(self, merchant: Merchant, consumer: Consumer, out_order_no: str, quantity: Decimal) -> None:
+        """One order placed, used, billed and paid straight away from the app: a kept promise."""
+        # A history of weeks: this order's predecessors are moved out of the velocity windows.
+        features = ConsumerFeatures.objects.filter(consumer=consumer).first()
+        if features is not None and features.recent_order_times:
+            features.recent_order_times = [t - timedelta(days=1) for t in features.recent_order_times]
+            features.save(update_fields=["recent_order_times"])
+        owner = merchant.members.filter(role=MemberRole.OWNER).first().user
+        order = order_services.credit_order_create(
+            actor=owner,
+            actor_kind=ActorKind.MERCHANT,
+            merchant=merchant,
+            listing=self._listing(merchant, ConfirmMode.EACH_TIME),
+            out_order_no=out_order_no,
+            consumer=consumer,
+        )
+        order = order_services.credit_order_confirm(actor=consumer.user, order=order, consumer=consumer)
+        if order.status != OrderStatus.ACTIVE:
+            return
+        order_services.usage_record(
+            actor=None,
+            merchant=merchant,
+            order=order,
+            merchant_event_id=f"{out_order_no}-U1",
+            quantity=quantity,
+            occurred_at=timezone.now(),
+        )
+        order = order_services.credit_order_complete(actor=owner, actor_kind=ActorKind.MERCHANT, order=order)
+        if order.status == OrderStatus.COMPLETED:
+            credit_order_pay_now(actor=consumer.user, order=order, consumer=consumer)
 
     def _usage(self, order: CreditOrder, merchant: Merchant, rng: random.Random, now) -> None:
         """Realistic usage for the scenario: a charging session, a parcel, gym visits; goods need none."""
