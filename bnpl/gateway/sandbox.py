@@ -16,6 +16,7 @@ one fail loudly instead of silently tying the "provider" to the caller's rollbac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
@@ -262,42 +263,38 @@ class InProcessSandboxGateway(PaymentGateway):
     def _current_faults(self) -> SandboxFaults:
         return self._faults if self._faults is not None else sandbox_faults_load()
 
-    def charge(self, idempotency_key: str, funding_source: str, amount: Decimal) -> GatewayResult:
+    def _through_faults(self, idempotency_key: str, process: Callable[[SandboxFaults], GatewayResult]) -> GatewayResult:
+        """Run ``process`` as the network around a provider would: delayed, stopped before it, or its answer lost."""
         faults = self._current_faults()
         faults.delay()
         stopped = faults.before_processing(idempotency_key)
         if stopped:
             return unknown(f"sandbox: {stopped} (simulated), request not processed")
-        result = sandbox_charge(
-            idempotency_key, funding_source, amount, risk_reject=faults.hits("risk_reject", idempotency_key)
-        )
+        result = process(faults)
         if faults.hits("lost_response", idempotency_key):
             return unknown("sandbox: response lost (simulated)")
         return result
+
+    def charge(self, idempotency_key: str, funding_source: str, amount: Decimal) -> GatewayResult:
+        return self._through_faults(
+            idempotency_key,
+            lambda faults: sandbox_charge(
+                idempotency_key, funding_source, amount, risk_reject=faults.hits("risk_reject", idempotency_key)
+            ),
+        )
 
     def refund(self, idempotency_key: str, charge_ref: str, amount: Decimal) -> GatewayResult:
-        faults = self._current_faults()
-        faults.delay()
-        stopped = faults.before_processing(idempotency_key)
-        if stopped:
-            return unknown(f"sandbox: {stopped} (simulated), request not processed")
-        result = sandbox_refund(idempotency_key, charge_ref, amount)
-        if faults.hits("lost_response", idempotency_key):
-            return unknown("sandbox: response lost (simulated)")
-        return result
+        return self._through_faults(
+            idempotency_key, lambda _faults: sandbox_refund(idempotency_key, charge_ref, amount)
+        )
 
     def payout(self, idempotency_key: str, account: str, amount: Decimal) -> GatewayResult:
-        faults = self._current_faults()
-        faults.delay()
-        stopped = faults.before_processing(idempotency_key)
-        if stopped:
-            return unknown(f"sandbox: {stopped} (simulated), request not processed")
-        result = sandbox_payout(
-            idempotency_key, account, amount, risk_reject=faults.hits("risk_reject", idempotency_key)
+        return self._through_faults(
+            idempotency_key,
+            lambda faults: sandbox_payout(
+                idempotency_key, account, amount, risk_reject=faults.hits("risk_reject", idempotency_key)
+            ),
         )
-        if faults.hits("lost_response", idempotency_key):
-            return unknown("sandbox: response lost (simulated)")
-        return result
 
     def query(self, idempotency_key: str) -> GatewayResult:
         self._current_faults().delay()
