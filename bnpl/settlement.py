@@ -41,7 +41,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -736,9 +736,19 @@ def statement_file(batch: SettlementBatch, fmt: str = "csv") -> StatementFile:
 # --------------------------------------------------------------------------- selectors (merchant-scoped)
 
 
-def settlement_batches_for_merchant(*, merchant: object) -> QuerySet[SettlementBatch]:
-    """The merchant's own settlement batches, with their payouts (one query per page)."""
-    return SettlementBatch.objects.filter(merchant=merchant).select_related("payout")
+def settlement_batches_for_merchant(*, merchant: object, livemode: bool | None = None) -> QuerySet[SettlementBatch]:
+    """The merchant's own settlement batches, with their payouts (one query per page).
+
+    ``livemode`` (the API key's mode) keeps one mode's batches, by the rule the webhooks use
+    (``bnpl.webhooks.settlement_livemode``): a batch is test-mode exactly when it has order lines
+    and every one of them belongs to a sandbox consumer. ``None`` (the portal) keeps both.
+    """
+    batches = SettlementBatch.objects.filter(merchant=merchant).select_related("payout")
+    if livemode is None:
+        return batches
+    order_lines = SettlementItem.objects.filter(batch=OuterRef("pk"), order__isnull=False)
+    test_mode = Exists(order_lines) & ~Exists(order_lines.filter(order__consumer__is_sandbox=False))
+    return batches.exclude(test_mode) if livemode else batches.filter(test_mode)
 
 
 def settlement_batch_get_for_merchant(*, merchant: object, batch_id: object) -> SettlementBatch:

@@ -29,6 +29,7 @@ from bnpl.settlement import (
     settlement_batches_for_merchant,
     statement_file,
 )
+from bnpl.webhooks import settlement_livemode
 
 from .errors import ApiError
 from .idempotency import idempotent
@@ -203,7 +204,8 @@ class SettlementList(MerchantApiView):
         examples=[_example("Page", {"data": [SETTLEMENT_EXAMPLE], "has_more": False, "next_cursor": None})],
     )
     def get(self, request: Request) -> Response:
-        rows, next_cursor = paginate(request, settlement_batches_for_merchant(merchant=self.merchant))
+        batches = settlement_batches_for_merchant(merchant=self.merchant, livemode=not self.principal.sandbox)
+        rows, next_cursor = paginate(request, batches)
         return Response(page_body(SettlementOut(rows, many=True).data, next_cursor))
 
 
@@ -256,6 +258,8 @@ class SettlementStatement(MerchantApiView):
             batch = settlement_batch_get_for_merchant(merchant=self.merchant, batch_id=batch_id)
         except (SettlementBatch.DoesNotExist, ValueError):
             raise ApiError(_("No such settlement batch."), code="not_found", status_code=404) from None
+        if settlement_livemode(batch.pk) == self.principal.sandbox:
+            raise self.mode_mismatch()  # a test key reads test-mode batches only, a live key live ones
         statement = statement_file(batch, fmt)
         response = HttpResponse(statement.content, content_type=statement.content_type)
         response["Content-Disposition"] = f'attachment; filename="{statement.filename}"'

@@ -61,3 +61,28 @@ def test_unknown_format_and_other_merchant_are_refused_as_json(api_a, api_b, bat
     other = api_b.get(f"/api/v1/settlements/{batch_id}/statement", {"format": "xlsx"})
     assert other.status_code == 404
     assert error_of(other)["code"] == "not_found"
+
+
+def test_each_key_mode_lists_and_downloads_only_its_own_batches(
+    merchant_a, merchant_b, live_consumer, sandbox_consumer
+):
+    from tests.api.conftest import make_api
+
+    charged_order(ListingFactory(merchant=merchant_a, max_amount=D("500.00")), live_consumer, amount="40.00")
+    charged_order(ListingFactory(merchant=merchant_b, max_amount=D("500.00")), sandbox_consumer, amount="30.00")
+    batch_ids = settle_merchants(business_date=timezone.localdate())
+    live_batch = next(
+        pk for pk in batch_ids if make_api(merchant_a).get(f"/api/v1/settlements/{pk}/statement").status_code == 200
+    )
+    test_batch = next(pk for pk in batch_ids if pk != live_batch)
+
+    def listed(api) -> list[int]:
+        return [row["id"] for row in api.get("/api/v1/settlements").json()["data"]]
+
+    assert listed(make_api(merchant_a)) == [live_batch]
+    assert listed(make_api(merchant_a, mode="test")) == []
+    assert listed(make_api(merchant_b, mode="test")) == [test_batch]
+    assert listed(make_api(merchant_b)) == []
+    refused = make_api(merchant_a, mode="test").get(f"/api/v1/settlements/{live_batch}/statement")
+    assert refused.status_code == 403 and error_of(refused)["code"] == "livemode_mismatch"
+    assert make_api(merchant_b, mode="test").get(f"/api/v1/settlements/{test_batch}/statement").status_code == 200
