@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
 import time
-import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -35,6 +33,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchdb import use_bench_database  # noqa: E402  (bench/ is on sys.path when a script runs)
+
 BENCH_DB = "bnpl_bench_admission"
 SEED = 20261125
 
@@ -43,53 +44,9 @@ SEED = 20261125
 # database set-up, before Django is configured
 
 
-def _server_settings() -> dict[str, Any]:
-    """Connection settings of the server the project uses (DATABASE_URL, else the embedded server)."""
-    import environ
-
-    env = environ.Env()
-    environ.Env.read_env(ROOT / ".env", overwrite=False)
-    if env.str("DATABASE_URL", default=""):
-        return env.db_url("DATABASE_URL")
-    from bnpl.embedded_db import embedded_database_settings
-
-    data_dir = Path(env.str("EMBEDDED_DB_DIR", default=str(ROOT / ".data" / "pg")))
-    return embedded_database_settings(data_dir)
-
-
-def _database_url(server: dict[str, Any], name: str) -> str:
-    user = urllib.parse.quote(server.get("USER") or "postgres")
-    password = server.get("PASSWORD") or ""
-    auth = f"{user}:{urllib.parse.quote(password)}" if password else user
-    host, port = str(server.get("HOST") or ""), str(server.get("PORT") or "5432")
-    if host.startswith("/"):
-        return f"postgres://{auth}@/{name}?host={urllib.parse.quote(host)}&port={port}"
-    return f"postgres://{auth}@{host}:{port}/{name}"
-
-
 def prepare_database(*, reuse: bool) -> bool:
     """Create (or with ``reuse`` keep) the bench database and point Django at it; True when it was kept."""
-    import psycopg
-
-    server = _server_settings()
-    params: dict[str, Any] = {"user": server.get("USER") or "postgres", "dbname": "postgres", "autocommit": True}
-    for key, name in (("HOST", "host"), ("PORT", "port"), ("PASSWORD", "password")):
-        if server.get(key):
-            params[name] = str(server[key])
-    with psycopg.connect(**params) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone() is not None
-        kept = reuse and exists
-        if not kept:
-            conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    os.environ["DATABASE_URL"] = _database_url(server, BENCH_DB)
-    # Production-like: DEBUG off (it would keep every query in memory), quiet logs.
-    os.environ["DJANGO_DEBUG"] = "0"
-    os.environ["DJANGO_SECURE_SSL_REDIRECT"] = "0"  # plain HTTP on this machine (docs/security.md)
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret-0123456789abcdefghijklmnop")
-    os.environ["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bnpl.settings")
+    _url, kept = use_bench_database(BENCH_DB, drop=not reuse)
     return kept
 
 

@@ -38,6 +38,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchdb import use_bench_database  # noqa: E402  (bench/ is on sys.path when a script runs)
+
 BENCH_DB = "bnpl_bench"
 AMOUNT = Decimal("5.00")
 MAX_AMOUNT = Decimal("20.00")
@@ -47,56 +50,9 @@ MAX_AMOUNT = Decimal("20.00")
 # database set-up (before Django is configured, so that every process of the bench uses the bench database)
 
 
-def _server_settings() -> dict[str, Any]:
-    """Connection settings of the server the project uses (DATABASE_URL, else the embedded server)."""
-    import environ
-
-    env = environ.Env()
-    environ.Env.read_env(ROOT / ".env", overwrite=False)
-    if env.str("DATABASE_URL", default=""):
-        return env.db_url("DATABASE_URL")
-    from bnpl.embedded_db import embedded_database_settings
-
-    data_dir = Path(env.str("EMBEDDED_DB_DIR", default=str(ROOT / ".data" / "pg")))
-    return embedded_database_settings(data_dir)
-
-
-def database_url(settings: dict[str, Any], name: str) -> str:
-    """A DATABASE_URL for database ``name`` on the server of ``settings`` (a unix socket dir goes in the query)."""
-    user = urllib.parse.quote(settings.get("USER") or "postgres")
-    password = settings.get("PASSWORD") or ""
-    auth = f"{user}:{urllib.parse.quote(password)}" if password else user
-    host, port = str(settings.get("HOST") or ""), str(settings.get("PORT") or "5432")
-    if host.startswith("/"):
-        return f"postgres://{auth}@/{name}?host={urllib.parse.quote(host)}&port={port}"
-    return f"postgres://{auth}@{host}:{port}/{name}"
-
-
 def prepare_database() -> str:
     """Drop and create the bench database; point this process (and its children) at it."""
-    import psycopg
-
-    server = _server_settings()
-    params = {"user": server.get("USER") or "postgres", "dbname": "postgres", "autocommit": True}
-    if server.get("HOST"):
-        params["host"] = server["HOST"]
-    if server.get("PORT"):
-        params["port"] = str(server["PORT"])
-    if server.get("PASSWORD"):
-        params["password"] = server["PASSWORD"]
-    with psycopg.connect(**params) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    url = database_url(server, BENCH_DB)
-    os.environ["DATABASE_URL"] = url
-    # Production-like settings: DEBUG off (it keeps every query in memory), a throwaway key.
-    os.environ["DJANGO_DEBUG"] = "0"
-    os.environ["DJANGO_SECURE_SSL_REDIRECT"] = "0"  # plain HTTP on this machine (docs/security.md)
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret-0123456789abcdefghijklmnop")
-    os.environ["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bnpl.settings")
-    return url
+    return use_bench_database(BENCH_DB)[0]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -35,52 +34,17 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchdb import use_bench_database  # noqa: E402  (bench/ is on sys.path when a script runs)
+
 BENCH_DB = "bnpl_portal_bench"
 CONSUMERS = 200_000
 LISTINGS_PER_MERCHANT = 5
 
 
-def _server_settings() -> dict[str, Any]:
-    import environ
-
-    env = environ.Env()
-    environ.Env.read_env(ROOT / ".env", overwrite=False)
-    if env.str("DATABASE_URL", default=""):
-        return env.db_url("DATABASE_URL")
-    from bnpl.embedded_db import embedded_database_settings
-
-    return embedded_database_settings(Path(env.str("EMBEDDED_DB_DIR", default=str(ROOT / ".data" / "pg"))))
-
-
 def prepare_database(rebuild: bool) -> None:
     """Create the bench database if missing (drop it first with ``rebuild``); point Django at it."""
-    import psycopg
-
-    server = _server_settings()
-    params: dict[str, Any] = {"user": server.get("USER") or "postgres", "dbname": "postgres", "autocommit": True}
-    for key, name in (("HOST", "host"), ("PORT", "port"), ("PASSWORD", "password")):
-        if server.get(key):
-            params[name] = str(server[key])
-    with psycopg.connect(**params) as conn:
-        if rebuild:
-            conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    user = urllib.parse.quote(params["user"])
-    auth = f"{user}:{urllib.parse.quote(params['password'])}" if params.get("password") else user
-    host = params.get("host", "")
-    if host.startswith("/"):
-        url = f"postgres://{auth}@/{BENCH_DB}?host={urllib.parse.quote(host)}&port={params.get('port', '5432')}"
-    else:
-        url = f"postgres://{auth}@{host}:{params.get('port', '5432')}/{BENCH_DB}"
-    os.environ["DATABASE_URL"] = url
-    os.environ["DJANGO_DEBUG"] = "0"  # production-like: templates cached, no query log kept
-    os.environ["DJANGO_SECURE_SSL_REDIRECT"] = "0"  # plain HTTP on this machine (docs/security.md)
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret-0123456789abcdefghijklmnop")
-    os.environ["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bnpl.settings")
+    use_bench_database(BENCH_DB, drop=rebuild)
 
 
 def log(message: str) -> None:

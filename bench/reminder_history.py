@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -33,33 +32,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchdb import use_bench_database  # noqa: E402  (bench/ is on sys.path when a script runs)
+
 sys.path.insert(0, str(ROOT / "bench"))
 SIM_DB = "bnpl_reminder_sim"
 
 
 def prepare_database() -> None:
-    import psycopg
-    from portal_pages import _server_settings
-
-    server = _server_settings()
-    params = {"user": server.get("USER") or "postgres", "dbname": "postgres", "autocommit": True}
-    for key, name in (("HOST", "host"), ("PORT", "port"), ("PASSWORD", "password")):
-        if server.get(key):
-            params[name] = str(server[key])
-    with psycopg.connect(**params) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{SIM_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{SIM_DB}"')
-    host = params.get("host", "127.0.0.1")
-    auth = params["user"] + (f":{params['password']}" if params.get("password") else "")
-    if host.startswith("/"):
-        os.environ["DATABASE_URL"] = f"postgres://{auth}@/{SIM_DB}?host={host}&port={params.get('port', '5432')}"
-    else:
-        os.environ["DATABASE_URL"] = f"postgres://{auth}@{host}:{params.get('port', '5432')}/{SIM_DB}"
-    os.environ["DJANGO_DEBUG"] = "0"
-    os.environ["DJANGO_SECURE_SSL_REDIRECT"] = "0"  # plain HTTP on this machine (docs/security.md)
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret-0123456789abcdefghijklmnop")
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bnpl.settings"
+    use_bench_database(SIM_DB)
 
 
 def main() -> None:

@@ -28,58 +28,21 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchdb import use_bench_database  # noqa: E402  (bench/ is on sys.path when a script runs)
+
 BENCH_DB = "bnpl_bench_usage"
-
-
-def _server_settings() -> dict[str, Any]:
-    import environ
-
-    env = environ.Env()
-    environ.Env.read_env(ROOT / ".env", overwrite=False)
-    if env.str("DATABASE_URL", default=""):
-        return env.db_url("DATABASE_URL")
-    from bnpl.embedded_db import embedded_database_settings
-
-    return embedded_database_settings(Path(env.str("EMBEDDED_DB_DIR", default=str(ROOT / ".data" / "pg"))))
-
-
-def _database_url(settings: dict[str, Any], name: str) -> str:
-    user = urllib.parse.quote(settings.get("USER") or "postgres")
-    password = settings.get("PASSWORD") or ""
-    auth = f"{user}:{urllib.parse.quote(password)}" if password else user
-    host, port = str(settings.get("HOST") or ""), str(settings.get("PORT") or "5432")
-    if host.startswith("/"):
-        return f"postgres://{auth}@/{name}?host={urllib.parse.quote(host)}&port={port}"
-    return f"postgres://{auth}@{host}:{port}/{name}"
 
 
 def prepare_database() -> None:
     """Drop and create the bench database; point this process and gunicorn at it, production-like."""
-    import psycopg
-
-    server = _server_settings()
-    params: dict[str, Any] = {"user": server.get("USER") or "postgres", "dbname": "postgres", "autocommit": True}
-    for key, name in (("HOST", "host"), ("PORT", "port"), ("PASSWORD", "password")):
-        if server.get(key):
-            params[name] = str(server[key])
-    with psycopg.connect(**params) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    os.environ["DATABASE_URL"] = _database_url(server, BENCH_DB)
-    os.environ["DJANGO_DEBUG"] = "0"  # DEBUG keeps every query in memory
-    os.environ["DJANGO_SECURE_SSL_REDIRECT"] = "0"  # plain HTTP on this machine (docs/security.md)
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-a-secret-0123456789abcdefghijklmnop")
-    os.environ["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
+    use_bench_database(BENCH_DB)
     os.environ["DATABASE_CONN_MAX_AGE"] = "60"  # what a production deployment sets
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bnpl.settings")
 
 
 def seed(n_orders: int) -> tuple[str, list[int]]:
