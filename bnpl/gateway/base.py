@@ -120,9 +120,6 @@ class PaymentGateway(ABC):
     def query(self, idempotency_key: str) -> GatewayResult:
         """The outcome of an earlier charge, refund or payout under that key, or ``not_found``."""
 
+    @abstractmethod
     def payout(self, idempotency_key: str, account: str, amount: Decimal) -> GatewayResult:
-        """Transfer ``amount`` to the merchant's bank ``account``, once per key (declined: no money moved).
-
-        Not abstract, so a charge-only gateway (a test double) need not implement it.
-        """
-        raise NotImplementedError(f"{type(self).__name__} does not make payouts")
+        """Transfer ``amount`` to the merchant's bank ``account``, once per key (declined: no money moved)."""

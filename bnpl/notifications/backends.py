@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -20,11 +21,12 @@ class SmsSendError(Exception):
     """The provider refused or could not be reached; the delivery is retried."""
 
 
-class BaseSmsBackend:
+class BaseSmsBackend(ABC):
     """Send one text message to one mainland mobile number; return the provider's reference."""
 
-    def send(self, *, to: str, text: str) -> str:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def send(self, *, to: str, text: str) -> str:
+        """Send ``text`` to ``to``; raise :class:`SmsSendError` when the provider refuses or cannot be reached."""
 
 
 class ConsoleSmsBackend(BaseSmsBackend):

@@ -80,6 +80,9 @@ class DecliningGateway(PaymentGateway):
     def query(self, idempotency_key):  # pragma: no cover - not called
         raise AssertionError
 
+    def payout(self, idempotency_key, account, amount):  # pragma: no cover - not called
+        raise AssertionError
+
 
 # --------------------------------------------------------------------------- refunds
 
