@@ -74,15 +74,24 @@ def order_event_payload(order: CreditOrder, event: OrderEvent) -> dict[str, Any]
     return payload
 
 
-def order_event_webhook(*, order: CreditOrder, event: OrderEvent) -> None:
-    """Enqueue ``order.<to_status>`` for an order transition, ordered per order."""
+def _order_webhook(order: CreditOrder, event_type: str, payload: dict[str, Any]) -> None:
+    """Enqueue an event about ``order``: to its merchant, in the order's delivery sequence, in its consumer's mode.
+
+    Every event about one order (its transitions, charges, refunds, disputes) shares the ``order:<id>`` ordering
+    key, so a receiver never sees a refund before the charge it refunds.
+    """
     webhook_event_enqueue(
         merchant_id=order.merchant_id,
-        event_type=f"order.{event.to_status}",
-        payload=order_event_payload(order, event),
+        event_type=event_type,
+        payload=payload,
         ordering_key=f"order:{order.pk}",
         livemode=lambda: consumer_livemode(order.consumer_id),
     )
+
+
+def order_event_webhook(*, order: CreditOrder, event: OrderEvent) -> None:
+    """Enqueue ``order.<to_status>`` for an order transition, ordered per order."""
+    _order_webhook(order, f"order.{event.to_status}", order_event_payload(order, event))
 
 
 def agreement_payload(agreement: Agreement) -> dict[str, Any]:
@@ -137,13 +146,7 @@ def charge_webhook(*, attempt: ChargeAttempt, order: CreditOrder) -> None:
     Only the two outcomes a merchant acts on: ``unknown`` is the platform's to settle (reconciliation
     follows with one of the two), and ``not_found`` means no money moved and nothing was declined.
     """
-    webhook_event_enqueue(
-        merchant_id=order.merchant_id,
-        event_type=f"charge.{attempt.status}",
-        payload=charge_payload(attempt, order),
-        ordering_key=f"order:{order.pk}",
-        livemode=lambda: consumer_livemode(order.consumer_id),
-    )
+    _order_webhook(order, f"charge.{attempt.status}", charge_payload(attempt, order))
 
 
 # --------------------------------------------------------------------------- refunds, disputes, settlements
@@ -171,13 +174,7 @@ def refund_payload(refund: Refund, order: CreditOrder) -> dict[str, Any]:
 
 def refund_webhook(*, refund: Refund, order: CreditOrder) -> None:
     """Enqueue ``refund.succeeded`` or ``refund.declined`` (a refund's final outcome), ordered per order."""
-    webhook_event_enqueue(
-        merchant_id=order.merchant_id,
-        event_type=f"refund.{refund.status}",
-        payload=refund_payload(refund, order),
-        ordering_key=f"order:{order.pk}",
-        livemode=lambda: consumer_livemode(order.consumer_id),
-    )
+    _order_webhook(order, f"refund.{refund.status}", refund_payload(refund, order))
 
 
 def dispute_payload(dispute: Dispute, order: CreditOrder) -> dict[str, Any]:
@@ -205,13 +202,7 @@ def dispute_payload(dispute: Dispute, order: CreditOrder) -> dict[str, Any]:
 
 def dispute_webhook(*, dispute: Dispute, order: CreditOrder, event_type: str) -> None:
     """Enqueue ``dispute.opened``, ``dispute.responded``, ``dispute.decided`` or ``dispute.withdrawn``, per order."""
-    webhook_event_enqueue(
-        merchant_id=order.merchant_id,
-        event_type=event_type,
-        payload=dispute_payload(dispute, order),
-        ordering_key=f"order:{order.pk}",
-        livemode=lambda: consumer_livemode(order.consumer_id),
-    )
+    _order_webhook(order, event_type, dispute_payload(dispute, order))
 
 
 def settlement_livemode(batch_id: int) -> bool:
