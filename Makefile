@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test venv migrate seed schedules lint bench db-stop clean
+.PHONY: run test venv migrate seed schedules staff-groups lint bench db-stop clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,12 @@ seed: migrate
 schedules: migrate
 	$(PY) manage.py setup_schedules
 
+# The staff groups (reviewer, risk, finance, support) and their permissions, from bnpl/staff_groups.py.
+staff-groups: migrate
+	$(PY) manage.py setup_staff_groups
+
 # Web server and django-q2 cluster together; Ctrl-C stops both.
-run: seed schedules
+run: seed schedules staff-groups
 	@echo "Platform on http://$(HOST):$(PORT)/  (admin: /admin/, health: /healthz). Ctrl-C stops."
 	@# The web server runs in the foreground so that Ctrl-C reaches it (a background job of a
 	@# non-interactive shell ignores SIGINT); on exit the cluster gets SIGTERM on its main process only
@@ -48,6 +52,7 @@ test: venv
 
 # Every benchmark with the quick sizes (BENCH_SCALE=full for the issues' sizes); bench/results/latest.json.
 bench: migrate
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)  # bench/http_load.py
 	$(PY) bench/run_all.py --scale $(or $(BENCH_SCALE),quick)
 
 lint: venv

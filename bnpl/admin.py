@@ -252,3 +252,6 @@ from bnpl import incentives_admin  # noqa: E402, F401  (registers the campaign a
 
 # isort: split
 from bnpl import audit_admin  # noqa: E402, F401  (registers the read-only audit trail pages)
+
+# isort: split
+from bnpl import tasks_admin  # noqa: E402, F401  (django-q2's task pages, resubmitting behind the change permission)

@@ -7,9 +7,12 @@ other than the login (tests/conftest.py) and on again for the tests of the secon
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django_otp import devices_for_user
 from django_otp.admin import OTPAdminAuthenticationForm, OTPAdminSite
 
@@ -30,6 +33,8 @@ class StaffAdminSite(OTPAdminSite):
     """Admin site that lets in only active staff who signed in with a password *and* a TOTP token."""
 
     name = "admin"
+    # The landing page: today's dashboard (bnpl/admin_dashboard.py) above the usual list of apps.
+    index_template = "admin/bnpl/dashboard.html"
 
     @property
     def login_form(self):  # type: ignore[override]
@@ -43,3 +48,9 @@ class StaffAdminSite(OTPAdminSite):
         if not settings.BNPL_ADMIN_REQUIRE_OTP:
             return request.user.is_active and request.user.is_staff
         return super().has_permission(request)
+
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
+        """The app list, with the dashboard panels this user may see (``admin_view`` has checked the login)."""
+        from bnpl.admin_dashboard import dashboard_for  # the models are not loaded when the site class is
+
+        return super().index(request, {"dashboard": dashboard_for(request.user), **(extra_context or {})})

@@ -67,6 +67,11 @@ FAILED = [AttemptStatus.DECLINED, AttemptStatus.NOT_FOUND]
 IN_COLLECTION = [OrderStatus.COLLECTING, OrderStatus.OVERDUE]
 
 
+def _can_retry_charge(request: HttpRequest) -> bool:
+    """Charging again is its own permission (bnpl/staff_groups.py), whichever page the action is on."""
+    return request.user.has_perm("bnpl.retry_charge_creditorder")
+
+
 @admin.register(ChargeRun)
 class ChargeRunAdmin(_ViewWithActions):
     """Charge and reconcile runs: who ran, how far they got, what they charged."""
@@ -95,7 +100,10 @@ class ChargeRunAdmin(_ViewWithActions):
     def get_readonly_fields(self, request: HttpRequest, obj: ChargeRun | None = None) -> list[str]:
         return _all_fields(ChargeRun)
 
-    @admin.action(description=_("Retry the failed charges of the selected runs now"), permissions=["change"])
+    def has_retry_charge_permission(self, request: HttpRequest) -> bool:
+        return _can_retry_charge(request)
+
+    @admin.action(description=_("Retry the failed charges of the selected runs now"), permissions=["retry_charge"])
     def retry_failures(self, request: HttpRequest, queryset: QuerySet[ChargeRun]) -> None:
         orders = CreditOrder.objects.filter(
             charge_attempts__run__in=queryset, charge_attempts__status__in=FAILED, status__in=IN_COLLECTION
@@ -147,7 +155,12 @@ class ChargeAttemptAdmin(_ViewWithActions):
     def get_readonly_fields(self, request: HttpRequest, obj: ChargeAttempt | None = None) -> list[str]:
         return _all_fields(ChargeAttempt)
 
-    @admin.action(description=_("Charge the orders of the selected failed attempts again now"), permissions=["change"])
+    def has_retry_charge_permission(self, request: HttpRequest) -> bool:
+        return _can_retry_charge(request)
+
+    @admin.action(
+        description=_("Charge the orders of the selected failed attempts again now"), permissions=["retry_charge"]
+    )
     def retry_orders_now(self, request: HttpRequest, queryset: QuerySet[ChargeAttempt]) -> None:
         orders = CreditOrder.objects.filter(
             charge_attempts__in=queryset.filter(status__in=FAILED), status__in=IN_COLLECTION
@@ -162,11 +175,18 @@ class CollectionCreditOrderAdmin(CreditOrderAdmin):
     actions = [*CreditOrderAdmin.actions, "retry_charge_now", "write_off_with_reason"]
     list_filter = [*CreditOrderAdmin.list_filter, "dpd_bucket"]
 
-    @admin.action(description=_("Charge the selected collecting orders again now"), permissions=["change"])
+    def has_retry_charge_permission(self, request: HttpRequest) -> bool:
+        return _can_retry_charge(request)
+
+    def has_write_off_permission(self, request: HttpRequest) -> bool:
+        # Not the change permission: support may cancel an order, only finance closes a debt as a loss.
+        return request.user.has_perm("bnpl.write_off_creditorder")
+
+    @admin.action(description=_("Charge the selected collecting orders again now"), permissions=["retry_charge"])
     def retry_charge_now(self, request: HttpRequest, queryset: QuerySet[CreditOrder]) -> None:
         _retry_orders(self, request, queryset)
 
-    @admin.action(description=_("Write off the selected overdue orders"), permissions=["change"])
+    @admin.action(description=_("Write off the selected overdue orders"), permissions=["write_off"])
     def write_off_with_reason(self, request: HttpRequest, queryset: QuerySet[CreditOrder]) -> TemplateResponse | None:
         form, page = _reason_page(
             self, request, queryset, action="write_off_with_reason", title=_("Write off credit orders")

@@ -18,11 +18,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from bnpl.admin import ReadOnlyAdminMixin, ReadOnlyInline, _all_fields, _reason_page
+from bnpl.admin_dashboard import DEADLINE_DUE_SOON, DEADLINE_PAST, dispute_deadline_q
 from bnpl.disputes import dispute_decide
 from bnpl.exceptions import DomainError
 from bnpl.models import Dispute, DisputeEvent, DisputeEvidence, Payout, Refund, SettlementBatch, SettlementItem
@@ -67,12 +69,27 @@ class _ActionsOnly(admin.ModelAdmin):
         return obj is None and super().has_change_permission(request, obj)
 
 
+class ResponseDeadlineFilter(admin.SimpleListFilter):
+    """Open disputes whose merchant response is due within 48 hours, or overdue (the dashboard's links)."""
+
+    title = _("Response deadline")
+    parameter_name = "deadline"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(DEADLINE_DUE_SOON, _("Due within 48 hours")), (DEADLINE_PAST, _("Past the deadline, unanswered"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> QuerySet[Dispute]:
+        if self.value() in (DEADLINE_DUE_SOON, DEADLINE_PAST):
+            return queryset.filter(dispute_deadline_q(self.value(), now=timezone.now())).order_by("respond_by", "id")
+        return queryset
+
+
 @admin.register(Dispute)
 class DisputeAdmin(_ActionsOnly):
     """Disputes: staff read both sides and the evidence, then decide with a reason."""
 
     list_display = ["id", "order", "consumer", "reason", "disputed_amount", "status", "outcome", "respond_by"]
-    list_filter = ["status", "outcome", "reason", "after_charge"]
+    list_filter = [ResponseDeadlineFilter, "status", "outcome", "reason", "after_charge"]
     search_fields = ["order__out_order_no", "consumer__phone"]
     list_select_related = ["order", "consumer"]
     inlines = [DisputeEvidenceInline, DisputeEventInline]
@@ -102,7 +119,11 @@ class DisputeAdmin(_ActionsOnly):
         )
         return None
 
-    @admin.action(description=_("Decide the selected disputes for the consumer"), permissions=["change"])
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        # Deciding refunds the consumer or releases the merchant's hold: granted on its own (bnpl/staff_groups.py).
+        return request.user.has_perm("bnpl.decide_dispute")
+
+    @admin.action(description=_("Decide the selected disputes for the consumer"), permissions=["decide"])
     def decide_for_consumer(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> TemplateResponse | None:
         return self._decide(
             request,
@@ -112,7 +133,7 @@ class DisputeAdmin(_ActionsOnly):
             title=_("Decide disputes for the consumer"),
         )
 
-    @admin.action(description=_("Decide the selected disputes for the merchant"), permissions=["change"])
+    @admin.action(description=_("Decide the selected disputes for the merchant"), permissions=["decide"])
     def decide_for_merchant(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> TemplateResponse | None:
         return self._decide(
             request,

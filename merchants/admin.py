@@ -263,7 +263,11 @@ class MerchantAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, REASON_TEMPLATE, context)
 
-    @admin.action(description=_("Approve selected applications"), permissions=["change"])
+    def has_review_permission(self, request: HttpRequest) -> bool:
+        # Letting a merchant sell (or stopping it) is granted apart from editing an application.
+        return request.user.has_perm(f"{self.opts.app_label}.review_merchant")
+
+    @admin.action(description=_("Approve selected applications"), permissions=["review"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         _report(
             self,
@@ -273,7 +277,7 @@ class MerchantAdmin(admin.ModelAdmin):
             _("Approved: %(names)s."),
         )
 
-    @admin.action(description=_("Reject selected applications…"), permissions=["change"])
+    @admin.action(description=_("Reject selected applications…"), permissions=["review"])
     def reject_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         return self._reason_action(
             request,
@@ -285,7 +289,7 @@ class MerchantAdmin(admin.ModelAdmin):
             done=_("Rejected: %(names)s."),
         )
 
-    @admin.action(description=_("Suspend selected merchants…"), permissions=["change"])
+    @admin.action(description=_("Suspend selected merchants…"), permissions=["review"])
     def suspend_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         return self._reason_action(
             request,
@@ -297,7 +301,7 @@ class MerchantAdmin(admin.ModelAdmin):
             done=_("Suspended: %(names)s."),
         )
 
-    @admin.action(description=_("Reinstate selected merchants…"), permissions=["change"])
+    @admin.action(description=_("Reinstate selected merchants…"), permissions=["review"])
     def reinstate_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         return self._reason_action(
             request,

@@ -72,6 +72,9 @@ class Merchant(models.Model):
         verbose_name = _("Merchant")
         verbose_name_plural = _("Merchant")
         ordering = ["-created_at"]
+        # Approve, reject, suspend and reinstate: apart from the change permission (editing an application),
+        # so that who may let a merchant sell is granted on its own (bnpl/staff_groups.py).
+        permissions = [("review_merchant", _("Can approve, reject, suspend and reinstate merchants"))]
         constraints = [
             models.CheckConstraint(
                 condition=Q(fee_rate__gte=0) & Q(fee_rate__lte=Decimal("0.1")), name="merchant_fee_rate_range"

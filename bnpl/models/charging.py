@@ -126,6 +126,8 @@ class ChargeRun(models.Model):
         indexes = [
             # The stale-run sweep at the start of every run: running rows whose heartbeat stopped.
             models.Index(fields=["progress_at"], condition=Q(status="running"), name="charge_run_running_idx"),
+            # Admin dashboard (bnpl/admin_dashboard.py): today's runs; and the changelist, newest first.
+            models.Index(fields=["started_at"], name="charge_run_started_idx"),
         ]
 
     def __str__(self) -> str:
@@ -203,6 +205,12 @@ class ChargeAttempt(models.Model):
             models.Index(fields=["last_sent_at"], condition=Q(status="pending"), name="charge_attempt_pending_idx"),
             # Reconcile job: attempts with an unknown outcome, oldest first.
             models.Index(fields=["last_sent_at"], condition=Q(status="unknown"), name="charge_attempt_unknown_idx"),
+            # Admin dashboard (bnpl/admin_dashboard.py): today's failed attempts, a small slice of a large table.
+            models.Index(
+                fields=["requested_at"],
+                condition=Q(status__in=["declined", "unknown", "not_found"]),
+                name="charge_attempt_failed_idx",
+            ),
         ]
 
     def __str__(self) -> str:

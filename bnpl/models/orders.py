@@ -116,6 +116,12 @@ class CreditOrder(models.Model):
         verbose_name = _("Credit order")
         verbose_name_plural = _("Credit order")
         ordering = ["-created_at", "-id"]
+        # Collection actions in the admin, apart from the change permission (which lets support cancel an
+        # order): staff groups grant them separately (bnpl/staff_groups.py).
+        permissions = [
+            ("retry_charge_creditorder", _("Can charge credit orders again now")),
+            ("write_off_creditorder", _("Can write off overdue credit orders")),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["merchant", "out_order_no"], name="order_out_order_no_unique"),
             models.CheckConstraint(condition=Q(max_amount__gt=0), name="order_max_amount_positive"),

@@ -159,6 +159,8 @@ class Dispute(models.Model):
         verbose_name = _("Dispute")
         verbose_name_plural = _("Disputes")
         ordering = ["-created_at", "-id"]
+        # Deciding moves money (refund or release of the hold): its own permission (bnpl/staff_groups.py).
+        permissions = [("decide_dispute", _("Can decide disputes"))]
         constraints = [
             models.UniqueConstraint(
                 fields=["order"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -46,6 +47,8 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def report_view(self, request: HttpRequest) -> HttpResponse:
         """Does it work? On-time rates of reminded orders vs the control group, and by consumer level."""
+        if not self.has_view_permission(request):  # admin_view checks only that the user is staff
+            raise PermissionDenied
         try:
             days = max(1, min(int(request.GET.get("days", 90)), 3650))
         except ValueError:
