@@ -88,7 +88,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gunicorn(port: int) -> subprocess.Popen:
+def start_gunicorn(
+    port: int, *, workers: int = 2, extra_args: tuple[str, ...] = (), ready_timeout_s: float = 60
+) -> subprocess.Popen:
+    """gunicorn on ``port`` with this process's environment; returns once the API answers (401 without a key)."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -96,7 +99,8 @@ def start_gunicorn(port: int) -> subprocess.Popen:
             "gunicorn",
             "bnpl.wsgi:application",
             "--workers",
-            "2",
+            str(workers),
+            *extra_args,
             "--bind",
             f"127.0.0.1:{port}",
             "--log-level",
@@ -108,7 +112,7 @@ def start_gunicorn(port: int) -> subprocess.Popen:
         env=os.environ.copy(),
         start_new_session=True,
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
