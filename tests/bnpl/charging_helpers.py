@@ -8,10 +8,16 @@ test goes through :mod:`bnpl.charging` and :mod:`bnpl.overdue`.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+import time
 import urllib.parse
 from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -38,6 +44,7 @@ from tests.bnpl.helpers import order_in
 
 S = OrderStatus
 D = Decimal
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fund(consumer: Consumer, balance: str = "100.00") -> SandboxFundingSource:
@@ -179,6 +186,53 @@ def database_url(settings_dict: dict[str, Any]) -> str:
     if host.startswith("/"):
         return f"postgres://{auth}@/{name}?host={urllib.parse.quote(host)}&port={port}"
     return f"postgres://{auth}@{host}:{port}/{name}"
+
+
+class ChargeWorker(subprocess.Popen):
+    """``manage.py run_charges`` with ``options`` in a process of its own, against the database at ``url``.
+
+    Its stderr goes to a temporary file, not a pipe: a pipe nobody reads fills up (a run that loses its
+    database logs a traceback per attempt) and then blocks the worker, which would look like a hang of the
+    charge run. Used as a context manager, a worker still running at the end is killed.
+    """
+
+    def __init__(self, url: str, *options: str) -> None:
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__, after the process
+        super().__init__(
+            [sys.executable, "manage.py", "run_charges", *options],
+            cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"},
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
+
+    def stderr_text(self) -> str:
+        """What the worker wrote to stderr so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.poll() is None:
+            self.kill()
+        try:
+            super().__exit__(*exc_info)
+        finally:
+            self.log.close()
+
+
+def wait_until_mid_run(worker: ChargeWorker, *, succeeded: int, timeout: float = 60) -> None:
+    """Return once ``succeeded`` attempts have succeeded and another is still pending: the run is mid-way.
+
+    Read through this process's default connection, which must name the worker's database.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = ChargeAttempt.objects.filter(status=AttemptStatus.SUCCEEDED).count()
+        if done >= succeeded and ChargeAttempt.objects.filter(status=AttemptStatus.PENDING).exists():
+            return
+        assert worker.poll() is None, worker.stderr_text()
+        time.sleep(0.02)
+    raise AssertionError(f"the charge run did not reach {succeeded} succeeded attempts in {timeout} s")
 
 
 def account_total(kind: str, **party: int) -> Decimal:

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -27,10 +24,17 @@ from bnpl.exceptions import DomainError, NotAllowed
 from bnpl.gateway.services import sandbox_faults_set
 from bnpl.models import ChargeAttempt, ChargeRun, CreditOrder, SandboxCharge
 from bnpl.models.charging import AttemptStatus, ChargeRunStatus
-from tests.bnpl.charging_helpers import assert_charged_exactly_once, bulk_due_orders, database_url, due_order, fund
+from tests.bnpl.charging_helpers import (
+    ChargeWorker,
+    assert_charged_exactly_once,
+    bulk_due_orders,
+    database_url,
+    due_order,
+    fund,
+    wait_until_mid_run,
+)
 
 EXACTLY_ONCE_N = int(os.environ.get("BNPL_EXACTLY_ONCE_N", "2000"))
-ROOT = Path(__file__).resolve().parents[2]
 D = Decimal
 
 concurrent = pytest.mark.django_db(transaction=True)
@@ -82,29 +86,10 @@ def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(listing):
     order_ids = bulk_due_orders(listing, orders=n, consumers=100)
     # A slow provider keeps the worker mid-run long enough to be killed there.
     sandbox_faults_set(actor=None, latency_ms=20)
-    env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict), "LOG_LEVEL": "WARNING"}
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "run_charges", "--threads=4", "--chunk-size=25"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            done = ChargeAttempt.objects.filter(status=AttemptStatus.SUCCEEDED).count()
-            pending = ChargeAttempt.objects.filter(status=AttemptStatus.PENDING).count()
-            if done >= 50 and pending > 0:
-                break
-            assert worker.poll() is None, worker.stderr.read().decode()
-            time.sleep(0.05)
+    with ChargeWorker(database_url(connection.settings_dict), "--threads=4", "--chunk-size=25") as worker:
+        wait_until_mid_run(worker, succeeded=50)
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-        worker.stderr.close()
 
     left_pending = ChargeAttempt.objects.filter(status=AttemptStatus.PENDING).count()
     charged_before = ChargeAttempt.objects.filter(status=AttemptStatus.SUCCEEDED).count()
