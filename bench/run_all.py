@@ -24,6 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 
+#: The parties of the quick generated data sets (the full scale uses the issue's 40k / 1.4M / 1M).
+GENERATE_QUICK = ["--merchants", "400", "--listings", "14000", "--consumers", "20000", "--due", "2000"]
+
 #: name → (script, quick arguments, full arguments). Full sizes are the issues' own.
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "admission": ("admission.py", ["--consumers", "100000", "--decisions", "10000"], []),
@@ -31,6 +34,27 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "usage_ingest": ("usage_ingest.py", ["--events", "50000"], []),
     "portal_pages": ("portal_pages.py", ["--orders", "100000", "--merchant-orders", "10000", "--runs", "20"], []),
     "reminder_history": ("reminder_history.py", ["--orders", "1000"], []),
+    "http_load": (
+        "http_load.py",
+        ["--duration", "8", "--connections", "8", "--consumers", "30", "--admission-consumers", "5000"],
+        [],
+    ),
+    "charge_scaleout": (
+        "charge_scaleout.py",
+        ["--orders", "2000", "--chunk", "100"],
+        ["--orders", "20000", "--workers", "4"],
+    ),
+    # generate builds the larger data set, growth builds the smaller one and measures both (docs/performance.md).
+    "generate": (
+        "generate.py",
+        [*GENERATE_QUICK, "--orders", "200000", "--database", "bnpl_gen_quick"],
+        ["--orders", "5000000", "--database", "bnpl_gen5m"],
+    ),
+    "growth": (
+        "growth.py",
+        [*GENERATE_QUICK, "--generate", "40000", "--databases", "bnpl_growth_quick", "bnpl_gen_quick"],
+        ["--due", "10000", "--generate", "1000000", "--databases", "bnpl_gen", "bnpl_gen5m"],
+    ),
 }
 
 

@@ -1,0 +1,232 @@
+"""Bulk loading for the benchmarks: COPY rows into a model's table, reserve ids, set indexes aside.
+
+Shared by ``bench/charge_run.py`` (due orders) and ``bench/generate.py`` (a whole platform's history). Every
+helper takes a model, so the table, column names and the defaults of the columns a caller does not set come
+from the model itself: a field added to a model later still gets a valid value here.
+
+Used after Django is configured (``django.setup()``), on the default connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+
+def _defaults(model: Any, given: set[str]) -> tuple[list[str], list[Any]]:
+    """Columns a caller leaves out that still need a value, and that value (computed once).
+
+    Generated columns, the primary key and columns with a database default are left to the database; a field
+    with a Python default (or auto_now) gets that value.
+    """
+    from django.db import connection
+    from django.utils import timezone
+
+    now = timezone.now()
+    columns: list[str] = []
+    constants: list[Any] = []
+    for f in model._meta.concrete_fields:
+        if f.attname in given or f.primary_key or f.generated or f.has_db_default():
+            continue
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+            value = now
+        elif f.has_default():
+            value = f.get_default()
+        elif f.null:
+            value = None
+        else:
+            value = f.get_default()  # '' for text fields
+        columns.append(f.column)
+        constants.append(f.get_db_prep_save(value, connection))
+    return columns, constants
+
+
+def copy_rows(model: Any, attnames: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """COPY ``rows`` (values for ``attnames``) into ``model``'s table; other columns get the model defaults.
+
+    psycopg adapts every value (Decimal, datetime, JSON…): convenient, about a microsecond per value. For tens of
+    millions of rows use :func:`copy_text`.
+    """
+    from django.db import connection
+
+    extra_columns, constants = _defaults(model, set(attnames))
+    columns = [model._meta.get_field(name).column for name in attnames] + extra_columns
+    sql = f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row([*row, *constants])
+
+
+def copy_value(value: Any) -> str:
+    """One value in COPY's text format (``\\N`` for NULL; backslash, tab and newlines escaped)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | Decimal | float):
+        return str(value)
+    if isinstance(value, datetime):
+        text = value.isoformat()
+    elif isinstance(value, list | tuple):
+        text = "{" + ",".join(json.dumps(str(item), ensure_ascii=False) for item in value) + "}"
+    elif hasattr(value, "obj"):  # psycopg's Json / Jsonb wrapper (a JSONField's prepared value)
+        text = json.dumps(value.obj, ensure_ascii=False)
+    elif isinstance(value, dict):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def copy_text(model: Any, attnames: Sequence[str], lines: Iterable[str], *, block: int = 1 << 20) -> int:
+    """COPY pre-formatted text rows into ``model``'s table; returns the number of rows.
+
+    Each line holds the values of ``attnames`` in COPY's text format, tab-separated, without the final newline
+    (the caller formats them: ``copy_value`` for anything that may need escaping). Columns the caller leaves out
+    get the model defaults, as in :func:`copy_rows`. Lines are sent in blocks of about ``block`` bytes, so the
+    server parses one block while Python formats the next: the fastest way from Python into a table.
+    """
+    from django.db import connection
+
+    extra_columns, constants = _defaults(model, set(attnames))
+    columns = [model._meta.get_field(name).column for name in attnames] + extra_columns
+    tail = "".join("\t" + copy_value(value) for value in constants) + "\n"
+    sql = f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN"
+    n = 0
+    chunk: list[str] = []
+    size = 0
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for line in lines:
+            chunk.append(line)
+            size += len(line)
+            n += 1
+            if size >= block:
+                copy.write(tail.join(chunk) + tail)
+                chunk, size = [], 0
+        if chunk:
+            copy.write(tail.join(chunk) + tail)
+    return n
+
+
+def reserve_ids(model: Any, n: int) -> list[int]:
+    """``n`` fresh ids from the table's sequence, one ``nextval`` each (safe beside concurrent writers)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [model._meta.db_table, n]
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def reserve_id_block(model: Any, n: int) -> int:
+    """The first of ``n`` consecutive ids taken from the table's sequence in one statement.
+
+    Moves the sequence past the block with ``setval``: cheap for tens of millions of ids, but only for a
+    database nobody else writes to while it runs (the generator's own, freshly created). Returns the first id.
+    """
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT setval(s, nextval(s) + %s - 1) - %s + 1 FROM pg_get_serial_sequence(%s, 'id') AS s",
+            [n, n, model._meta.db_table],
+        )
+        return cursor.fetchone()[0]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# secondary indexes, foreign keys and triggers set aside for the duration of a load
+
+
+@dataclass
+class SetAside:
+    """What :func:`set_aside` dropped or disabled, with the catalogue's own definitions to restore it."""
+
+    indexes: list[tuple[str, str]] = field(default_factory=list)  # (name, CREATE INDEX …)
+    constraints: list[tuple[str, str, str]] = field(default_factory=list)  # (table, name, definition)
+    triggers: list[tuple[str, str]] = field(default_factory=list)  # (table, trigger name)
+
+    def describe(self) -> str:
+        fks = sum(1 for _t, _n, d in self.constraints if d.startswith("FOREIGN KEY"))
+        return (
+            f"{len(self.indexes)} indexes, {len(self.constraints) - fks} unique constraints, {fks} foreign keys, "
+            f"{len(self.triggers)} triggers"
+        )
+
+
+_CONSTRAINTS = """
+SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid), c.contype
+FROM pg_constraint c
+WHERE c.conrelid = ANY(%s::regclass[]) AND c.contype IN ('f', 'u')
+ORDER BY c.contype, c.conname
+"""
+_INDEXES = """
+SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+FROM pg_index i
+WHERE i.indrelid = ANY(%s::regclass[]) AND NOT i.indisprimary
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
+ORDER BY 1
+"""
+_TRIGGERS = """
+SELECT t.tgrelid::regclass::text, t.tgname
+FROM pg_trigger t
+WHERE t.tgrelid = ANY(%s::regclass[]) AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+ORDER BY 1, 2
+"""
+
+
+def set_aside(tables: Sequence[str]) -> SetAside:
+    """Drop the secondary indexes, unique constraints and foreign keys of ``tables``; disable their triggers.
+
+    What pg_restore does for a data load: rows go in without per-row index maintenance, foreign-key checks or
+    trigger calls, and :func:`restore` then builds each index in one sort and validates each foreign key and
+    unique constraint in one pass over the table. Primary keys stay. Call both inside the same transaction:
+    if the load fails, the rollback brings every index, constraint and trigger back as it was; and nothing
+    else may use the tables meanwhile (the generator's database is its own). Definitions come from the
+    catalogue, so whatever the migrations declare (now or later) is what gets rebuilt.
+    """
+    from django.db import connection
+
+    aside = SetAside()
+    with connection.cursor() as cursor:
+        cursor.execute(_CONSTRAINTS, [list(tables)])
+        rows = cursor.fetchall()
+        # Foreign keys first: a unique constraint may be what another table's foreign key points at.
+        for table, name, definition, _type in sorted(rows, key=lambda r: r[3] != "f"):
+            cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+            aside.constraints.append((table, name, definition))
+        cursor.execute(_INDEXES, [list(tables)])
+        for name, definition in cursor.fetchall():
+            cursor.execute(f"DROP INDEX {name}")
+            aside.indexes.append((name, definition))
+        cursor.execute(_TRIGGERS, [list(tables)])
+        for table, name in cursor.fetchall():
+            cursor.execute(f'ALTER TABLE {table} DISABLE TRIGGER "{name}"')
+            aside.triggers.append((table, name))
+    return aside
+
+
+def restore(aside: SetAside, *, log: Any = print) -> None:
+    """Rebuild what :func:`set_aside` took away: indexes, then unique constraints, then foreign keys (validated)."""
+    import time
+
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for name, definition in aside.indexes:
+            started = time.perf_counter()
+            cursor.execute(definition)
+            log(f"      index {name}: {time.perf_counter() - started:.1f} s")
+        # Unique constraints before the foreign keys that may reference them.
+        ordered = sorted(aside.constraints, key=lambda c: c[2].startswith("FOREIGN KEY"))
+        for table, name, definition in ordered:
+            started = time.perf_counter()
+            cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+            log(f"      constraint {name}: {time.perf_counter() - started:.1f} s")
+        for table, name in aside.triggers:
+            cursor.execute(f'ALTER TABLE {table} ENABLE TRIGGER "{name}"')
