@@ -2,16 +2,17 @@
 
     .venv/bin/python bench/charge_run.py --orders 20000
 
-Runs in its own database (``bnpl_bench`` on the server DATABASE_URL names, or on the embedded server), which
-it drops and migrates first. Three phases, each on freshly generated due orders of the same shape (one
-consumer, credit profile, funded default source, completed order with one bill line and its completion
-posting per order):
+Runs in its own database (``bnpl_bench``, or ``--database``, on the server DATABASE_URL names, or on the
+embedded server), which it drops and migrates first. Three phases, each on freshly generated due orders of
+the same shape (one consumer, credit profile, funded default source, completed order with one bill line and
+its completion posting per order):
 
 1. the full charge run (``bnpl.charging.run_charges``) with the in-process sandbox gateway;
 2. the raw-SQL ceiling: claim + mark paid + a ledger transaction with two entries, 500 orders per
    transaction, on one connection — what the database alone can do for the same outcome;
-3. the full charge run against the HTTP sandbox (a gunicorn server on a free local port) with 50 ms of
-   added latency per request.
+3. the full charge run against the HTTP sandbox on a free local port with 50 ms of added latency per
+   request: the lean server (``manage.py serve_sandbox_gateway``) by default, ``--server django`` for the
+   web app's views under gunicorn.
 
 Figures go to stdout; the last line is JSON:
 ``{"orders": N, "per_s": …, "sql_ceiling_per_s": …, "ratio": …, "http_50ms_per_s": …}``.
@@ -30,7 +31,6 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchdb import use_bench_database  # noqa: E402  (bench/ is on sys.path when a script runs)
+from copyload import copy_rows, reserve_ids  # noqa: E402
 
 BENCH_DB = "bnpl_bench"
 AMOUNT = Decimal("5.00")
@@ -50,56 +51,13 @@ MAX_AMOUNT = Decimal("20.00")
 # database set-up (before Django is configured, so that every process of the bench uses the bench database)
 
 
-def prepare_database() -> str:
-    """Drop and create the bench database; point this process (and its children) at it."""
-    return use_bench_database(BENCH_DB)[0]
+def prepare_database(name: str = BENCH_DB) -> str:
+    """Drop and create the bench database ``name``; point this process (and its children) at it."""
+    return use_bench_database(name)[0]
 
 
 # --------------------------------------------------------------------------------------------------------------
-# data generation: COPY, with the columns a row does not set filled from the model's defaults
-
-
-def copy_rows(model: Any, attnames: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """COPY ``rows`` (values for ``attnames``) into ``model``'s table; other columns get the model defaults.
-
-    Generated columns and columns with a database default are left to the database; a field with a Python
-    default (or auto_now) gets that value, computed once — so a column added to a model later still gets a
-    valid value here.
-    """
-    from django.db import connection
-    from django.utils import timezone
-
-    now = timezone.now()
-    given = set(attnames)
-    columns = [model._meta.get_field(name).column for name in attnames]
-    constants: list[Any] = []
-    for field in model._meta.concrete_fields:
-        if field.attname in given or field.primary_key or field.generated or field.has_db_default():
-            continue
-        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-            value = now
-        elif field.has_default():
-            value = field.get_default()
-        elif field.null:
-            value = None
-        else:
-            value = field.get_default()  # '' for text fields
-        columns.append(field.column)
-        constants.append(field.get_db_prep_save(value, connection))
-    sql = f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN"
-    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-        for row in rows:
-            copy.write_row([*row, *constants])
-
-
-def reserve_ids(model: Any, n: int) -> list[int]:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [model._meta.db_table, n]
-        )
-        return [row[0] for row in cursor.fetchall()]
+# data generation: COPY (bench/copyload.py), with the columns a row does not set filled from the model's defaults
 
 
 def generate_due_orders(n: int, tag: str) -> Any:
@@ -332,7 +290,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_http_sandbox(url: str, *, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_http_sandbox(url: str, *, workers: int, threads: int, server: str = "django") -> tuple[subprocess.Popen, str]:
+    """Start the HTTP sandbox provider on a free local port against database ``url``; returns (process, base URL).
+
+    ``server`` "django" (the default, what other benches started before): the web app's views under
+    gunicorn gthread (``workers`` × ``threads``); "lean": ``manage.py serve_sandbox_gateway`` (``workers``
+    processes × ``threads`` database threads, asyncio connections, about a third of the CPU per request).
+    Same endpoints, processing and faults; stop it with :func:`stop`.
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -341,24 +306,36 @@ def start_http_sandbox(url: str, *, workers: int, threads: int) -> tuple[subproc
         # Each server thread keeps its connection: opening one per request would cost more than the request.
         "DATABASE_CONN_MAX_AGE": "600",
     }
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "bnpl.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--worker-class",
-        "gthread",
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--backlog",
-        "2048",
-        "--log-level",
-        "warning",
-    ]
+    if server == "lean":
+        command = [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "serve_sandbox_gateway",
+            f"--bind=127.0.0.1:{port}",
+            f"--processes={workers}",
+            f"--threads={threads}",
+        ]
+    elif server == "django":
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "bnpl.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--backlog",
+            "2048",
+            "--log-level",
+            "warning",
+        ]
+    else:
+        raise ValueError(f"server must be 'lean' or 'django', not {server!r}")
     proc = subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True)
     base = f"http://127.0.0.1:{port}/sandbox/gateway/"
     deadline = time.monotonic() + 30
@@ -510,10 +487,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="run_charges processes in the in-process phase")
     parser.add_argument("--http-threads", type=int, default=96, help="gateway threads against HTTP (default 96)")
     parser.add_argument("--http-chunk", type=int, default=400, help="orders per chunk against HTTP (default 400)")
-    parser.add_argument("--server-workers", type=int, default=2, help="gunicorn workers of the HTTP sandbox")
-    parser.add_argument("--server-threads", type=int, default=24, help="threads per gunicorn worker")
+    parser.add_argument(
+        "--server",
+        choices=["lean", "django"],
+        default="lean",
+        help="HTTP sandbox: the lean server (manage.py serve_sandbox_gateway) or the Django views under gunicorn",
+    )
+    parser.add_argument("--server-workers", type=int, default=1, help="HTTP sandbox processes (default 1)")
+    parser.add_argument(
+        "--server-threads", type=int, default=4, help="database threads per lean process, or gunicorn threads"
+    )
     parser.add_argument("--latency-ms", type=int, default=50, help="added latency of the HTTP sandbox (default 50)")
     parser.add_argument("--skip-http", action="store_true", help="skip the HTTP phase")
+    parser.add_argument(
+        "--database", default=BENCH_DB, help=f"name of the bench database, dropped first (default {BENCH_DB})"
+    )
     parser.add_argument("--breakdown", type=int, default=0, metavar="N", help="also time the parts on N orders")
     parser.add_argument(
         "--diagnose-without-scoring",
@@ -524,7 +512,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    url = prepare_database()
+    url = prepare_database(args.database)
     import django
 
     django.setup()
@@ -536,7 +524,7 @@ def main() -> None:
     from bnpl.gateway.services import sandbox_faults_set
 
     n = args.orders
-    print(f"bench database {BENCH_DB}: migrating")
+    print(f"bench database {args.database}: migrating")
     call_command("migrate", verbosity=0)
 
     print(f"[1/3] full charge run, in-process sandbox: generating {n} due orders")
@@ -569,10 +557,13 @@ def main() -> None:
         print(f"[3/3] full charge run, HTTP sandbox with {args.latency_ms} ms latency: generating {n} due orders")
         merchant = generate_due_orders(n, "c")
         sandbox_faults_set(actor=None, latency_ms=args.latency_ms)
-        proc, base = start_http_sandbox(url, workers=args.server_workers, threads=args.server_threads)
+        proc, base = start_http_sandbox(
+            url, workers=args.server_workers, threads=args.server_threads, server=args.server
+        )
         try:
             print(
-                f"    sandbox at {base} ({args.server_workers} gunicorn workers x {args.server_threads} threads); "
+                f"    {args.server} sandbox at {base} ({args.server_workers} processes x {args.server_threads} "
+                "threads); "
                 f"{args.http_threads} gateway threads, chunks of {args.http_chunk}"
             )
             probe_http_sandbox(base, merchant.pk, threads=args.http_threads, n=min(n, 3000))

@@ -40,6 +40,7 @@ from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from bnpl.bulk_sql import copy_insert
 from bnpl.exceptions import InsufficientCredit, NotAllowed, ValidationFailed
 from bnpl.money import MoneyError, format_cny, parse_money
 from bnpl.ratelimit import rate_count, rate_hit
@@ -656,16 +657,18 @@ def credit_scores_set_many(*, actor: Actor, changes: Sequence[tuple[int, int, st
             [now, ids, [cleaned[pk][0] for pk in ids]],
         )
     user = _actor_user(actor)
-    CreditProfileEvent.objects.bulk_create(
-        CreditProfileEvent(
-            profile=profile,
-            actor=user,
-            kind=ProfileEventKind.SCORE_CHANGED,
-            before=str(profile.score),
-            after=str(cleaned[profile.consumer_id][0]),
-            reason=cleaned[profile.consumer_id][1],
-        )
-        for profile in profiles
+    copy_insert(
+        [
+            CreditProfileEvent(
+                profile=profile,
+                actor=user,
+                kind=ProfileEventKind.SCORE_CHANGED,
+                before=str(profile.score),
+                after=str(cleaned[profile.consumer_id][0]),
+                reason=cleaned[profile.consumer_id][1],
+            )
+            for profile in profiles
+        ]
     )
     for profile in profiles:
         score, reason = cleaned[profile.consumer_id]
@@ -710,7 +713,8 @@ def promise_records_add_many(*, records: list[PromiseRecord]) -> list[PromiseRec
     for record in records:
         if record.outcome not in PromiseOutcome.values:
             raise ValidationFailed(f"unknown promise outcome {record.outcome!r}", fields={"outcome": "unknown outcome"})
-    return PromiseRecord.objects.bulk_create(records)
+    copy_insert(records)  # the same rows as bulk_create, without its per-value literals (bnpl.bulk_sql)
+    return records
 
 
 @transaction.atomic

@@ -44,6 +44,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from bnpl.bulk_sql import insert_keys_ignoring_conflicts
 from bnpl.exceptions import InvalidTransition, NotAllowed, ValidationFailed
 from bnpl.money import MoneyError, parse_money
 from bnpl.validators import normalize_cn_mobile
@@ -534,9 +535,7 @@ def features_on_promises_kept(*, actor: Actor = None, records: Sequence[PromiseR
         raise ValueError("features_on_promises_kept takes fulfilled records only")
     with transaction.atomic():
         consumer_ids = sorted({record.consumer_id for record in records})
-        ConsumerFeatures.objects.bulk_create(
-            [ConsumerFeatures(consumer_id=pk) for pk in consumer_ids], ignore_conflicts=True
-        )
+        insert_keys_ignoring_conflicts(ConsumerFeatures, consumer_ids, key_field="consumer")
         features_of = {
             row.pk: row
             for row in ConsumerFeatures.objects.select_for_update().filter(pk__in=consumer_ids).order_by("pk")

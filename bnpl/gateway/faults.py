@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db import connection
+
 from bnpl.models import SandboxFaultConfig
 
 _ZERO = Decimal(0)
@@ -56,18 +58,17 @@ class SandboxFaults:
 
 
 NO_FAULTS = SandboxFaults()
+_LOAD_SQL = (
+    "SELECT latency_ms, timeout_rate, lost_response_rate, error_rate, risk_reject_rate, seed "
+    "FROM bnpl_sandboxfaultconfig WHERE id = %s"
+)
 
 
 def sandbox_faults_load() -> SandboxFaults:
     """The faults currently configured in the database (none when never configured)."""
-    row = SandboxFaultConfig.objects.filter(pk=SandboxFaultConfig.SINGLETON_PK).first()
-    if row is None:
-        return NO_FAULTS
-    return SandboxFaults(
-        latency_ms=row.latency_ms,
-        timeout_rate=row.timeout_rate,
-        lost_response_rate=row.lost_response_rate,
-        error_rate=row.error_rate,
-        risk_reject_rate=row.risk_reject_rate,
-        seed=row.seed,
-    )
+    # Read on every provider request, so a fault switched on elsewhere applies at once: one fixed query
+    # (compiling the ORM query cost more CPU than running it, next to a provider request of two queries).
+    with connection.cursor() as cursor:
+        cursor.execute(_LOAD_SQL, [SandboxFaultConfig.SINGLETON_PK])
+        row = cursor.fetchone()
+    return NO_FAULTS if row is None else SandboxFaults(*row)

@@ -16,6 +16,7 @@ one fail loudly instead of silently tying the "provider" to the caller's rollbac
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -109,8 +110,12 @@ def sandbox_charge(
     """
     key, value = _key(idempotency_key), _amount(amount)
     token = _token(funding_token, "funding source")
+    # One statement is one transaction: outside any transaction it runs in autocommit, with no BEGIN and
+    # COMMIT round trips. Inside one, the durable block refuses a caller's transaction as before (a test
+    # case's own transaction is allowed, and the block gives the call its savepoint).
+    durable = transaction.atomic(durable=True) if connection.in_atomic_block else contextlib.nullcontext()
     try:
-        with transaction.atomic(durable=True), connection.cursor() as cursor:
+        with durable, connection.cursor() as cursor:
             cursor.execute(
                 "SELECT * FROM bnpl_sandbox_charge(%s, %s, %s, %s, %s)",
                 [key, token, value, risk_reject, new_charge_reference()],

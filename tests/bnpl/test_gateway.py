@@ -17,6 +17,7 @@ from bnpl.gateway.base import ChargeOutcome, DeclineCode, GatewayRequestError, G
 from bnpl.gateway.faults import NO_FAULTS, SandboxFaults, sandbox_faults_load
 from bnpl.gateway.http import HttpSandboxGateway
 from bnpl.gateway.sandbox import InProcessSandboxGateway
+from bnpl.gateway.server import serve_in_thread
 from bnpl.gateway.services import (
     sandbox_faults_set,
     sandbox_funding_source_add,
@@ -402,10 +403,15 @@ def test_get_gateway_refuses_an_unknown_name(settings):
 # --- over HTTP (a real local server in a thread) ---------------------------------------------------
 
 
-@pytest.fixture
-def http_sandbox(settings, live_server):
+@pytest.fixture(params=["django", "lean"])
+def http_sandbox(request, settings):
+    """Each HTTP test runs against both servers of the provider: the web app's views and the lean server."""
     settings.BNPL_SANDBOX_HTTP_ENABLED = True
-    return f"{live_server.url}/sandbox/gateway/"
+    if request.param == "django":
+        yield f"{request.getfixturevalue('live_server').url}/sandbox/gateway/"
+    else:
+        with serve_in_thread(threads=2) as base_url:
+            yield base_url
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,149 @@
+"""The lean sandbox server (``bnpl.gateway.server``) and the HTTP client's kept-alive connections, on real sockets.
+
+The provider's behaviour over HTTP (charges, replays, faults) is in ``test_gateway.py``, which runs every
+HTTP test against both servers; here is what only the transport does.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from bnpl.gateway.base import ChargeOutcome, GatewayRequestError
+from bnpl.gateway.http import HttpSandboxGateway
+from bnpl.gateway.server import SandboxServer, serve_in_thread
+from bnpl.gateway.services import sandbox_funding_source_add
+from bnpl.models import SandboxCharge
+from tests.factories import ConsumerFactory
+
+D = Decimal
+
+
+@pytest.fixture
+def lean_sandbox(settings):
+    settings.BNPL_SANDBOX_HTTP_ENABLED = True
+    with serve_in_thread(threads=2) as base_url:
+        yield base_url
+
+
+def raw_request(base_url: str, method: str, path: str, body: bytes = b"") -> tuple[int, dict]:
+    parts = urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_thread_charges_over_one_kept_alive_connection(lean_sandbox):
+    source = sandbox_funding_source_add(actor=None, consumer=ConsumerFactory(), label="卡", balance_amount="100.00")
+    client = HttpSandboxGateway(lean_sandbox, timeout_s=5)
+
+    first = client.charge("keepalive:1", source.token, D("1.00"))
+    conn = client._local.conn
+    sock = conn.sock
+    second = client.charge("keepalive:2", source.token, D("2.00"))
+
+    assert first.outcome == second.outcome == ChargeOutcome.SUCCEEDED
+    assert client._local.conn is conn
+    assert conn.sock is sock is not None  # the same TCP connection served both requests
+    assert SandboxCharge.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lean_server_answers_unknown_paths_methods_and_bodies_like_a_server(lean_sandbox):
+    path = urlsplit(lean_sandbox).path
+
+    assert raw_request(lean_sandbox, "POST", "/elsewhere/charge", b"{}")[0] == 404
+    assert raw_request(lean_sandbox, "POST", path + "transfer", b"{}")[0] == 404
+    assert raw_request(lean_sandbox, "GET", path + "charge")[0] == 405
+    status, body = raw_request(lean_sandbox, "POST", path + "charge", b"[1, 2]")
+    assert status == 400
+    assert "JSON object" in body["error"]
+    with pytest.raises(GatewayRequestError, match="400"):
+        HttpSandboxGateway(lean_sandbox, timeout_s=5).charge("bad-amount", "tok", D("-1"))
+    assert SandboxCharge.objects.count() == 0
+
+
+def test_lean_server_refuses_to_start_unless_the_sandbox_is_enabled(settings):
+    settings.BNPL_SANDBOX_HTTP_ENABLED = False
+    with pytest.raises(ImproperlyConfigured):
+        SandboxServer(threads=1)
+
+
+class _ClosingServer:
+    """A real HTTP server that answers each connection's first request with keep-alive, then hangs up.
+
+    What a provider's load balancer does to an idle kept-alive connection: the client only learns it when
+    it sends its next request on it.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.connections = 0
+        self.requests: list[dict] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/sandbox/gateway/"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _addr = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _sep, body = data.partition(b"\r\n\r\n")
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests.append(json.loads(body))
+                answer = json.dumps(
+                    {"outcome": "succeeded", "reference": "ch_x", "message": "charged", "amount": "1.00"}
+                )
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+                    + f"Content-Length: {len(answer)}\r\n\r\n{answer}".encode()
+                )
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_request_on_a_connection_the_server_closed_is_sent_again_on_a_new_one():
+    server = _ClosingServer()
+    try:
+        client = HttpSandboxGateway(server.base_url, timeout_s=5)
+        first = client.charge("stale:1", "tok", D("1.00"))
+        second = client.charge("stale:2", "tok", D("1.00"))
+    finally:
+        server.close()
+
+    assert first.outcome == second.outcome == ChargeOutcome.SUCCEEDED
+    assert server.connections == 2
+    assert [r["idempotency_key"] for r in server.requests] == ["stale:1", "stale:2"]
