@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import F
 from django.utils.translation import gettext as _
 
 from bnpl.exceptions import ValidationFailed
@@ -58,6 +59,24 @@ def sandbox_funding_source_add(
 def sandbox_funding_source_default(consumer: Consumer) -> SandboxFundingSource | None:
     """The source a charge for this consumer goes to: their default one, or None when they have none."""
     return SandboxFundingSource.objects.filter(consumer=consumer, is_default=True).first()
+
+
+@transaction.atomic
+def sandbox_funding_source_top_up(
+    *, actor: AbstractBaseUser | None, source: SandboxFundingSource, amount: Decimal | str
+) -> SandboxFundingSource:
+    """Pay money into a source (the consumer's salary arrives, or they move money onto the card).
+
+    Added in one ``UPDATE … SET balance = balance + amount``, so a top-up racing a charge on the same source
+    loses neither. ``manage.py simulate`` is its caller: simulated consumers fund their cards this way.
+    """
+    try:
+        value = parse_money(amount, allow_zero=False)
+    except MoneyError as exc:
+        raise ValidationFailed(_("A top-up is an amount above ¥0.00."), fields={"amount": str(exc)}) from exc
+    SandboxFundingSource.objects.filter(pk=source.pk).update(balance_amount=F("balance_amount") + value)
+    source.refresh_from_db(fields=["balance_amount"])
+    return source
 
 
 @transaction.atomic

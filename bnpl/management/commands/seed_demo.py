@@ -221,6 +221,43 @@ MERCHANTS = (
 )
 
 
+def merchant_from_spec(spec: MerchantSpec, admin) -> Merchant:
+    """The approved merchant of ``spec`` with its owner and listings, created through the services when missing.
+
+    Shared with ``manage.py simulate`` (bnpl/simulation/world.py), which builds its own merchants from these specs.
+    """
+    code = _uscc(spec.seq)
+    merchant = Merchant.objects.filter(uscc=code).first()
+    if merchant is not None:
+        return merchant
+    owner = User.objects.filter(username=spec.username).first() or User.objects.create_user(
+        spec.username, f"{spec.username}@example.com", PASSWORD
+    )
+    merchant = merchant_services.merchant_create(
+        actor=owner,
+        legal_name=spec.legal_name,
+        display_name=spec.display_name,
+        uscc=code,
+        legal_representative="张伟",
+        contact_name="李娜",
+        contact_phone=f"1390000{spec.seq:04d}",
+        contact_email=f"{spec.username}@example.com",
+        city=spec.city,
+        categories=[spec.scenario],
+        settlement_bank_name="招商银行杭州分行",
+        settlement_account_name=spec.legal_name,
+        settlement_account_number=f"62258801234{spec.seq:05d}",
+    )
+    if not merchant.members.filter(user=owner).exists():
+        merchant_services.member_add(actor=admin, merchant=merchant, user=owner, role=MemberRole.OWNER)
+    for listing in spec.listings:
+        merchant_services.listing_create(actor=owner, merchant=merchant, scenario=spec.scenario, **listing)
+    merchant_services.merchant_submit(actor=owner, merchant=merchant)
+    merchant_services.merchant_approve(actor=admin, merchant=merchant)
+    merchant.refresh_from_db()
+    return merchant
+
+
 class Command(BaseCommand):
     help = "Load idempotent demo data (merchants, listings, consumers, orders in every state). Password: demo1234."
 
@@ -260,36 +297,7 @@ class Command(BaseCommand):
         )
 
     def _merchant(self, spec: MerchantSpec, admin) -> Merchant:
-        code = _uscc(spec.seq)
-        merchant = Merchant.objects.filter(uscc=code).first()
-        if merchant is not None:
-            return merchant
-        owner = User.objects.filter(username=spec.username).first() or User.objects.create_user(
-            spec.username, f"{spec.username}@example.com", PASSWORD
-        )
-        merchant = merchant_services.merchant_create(
-            actor=owner,
-            legal_name=spec.legal_name,
-            display_name=spec.display_name,
-            uscc=code,
-            legal_representative="张伟",
-            contact_name="李娜",
-            contact_phone=f"1390000{spec.seq:04d}",
-            contact_email=f"{spec.username}@example.com",
-            city=spec.city,
-            categories=[spec.scenario],
-            settlement_bank_name="招商银行杭州分行",
-            settlement_account_name=spec.legal_name,
-            settlement_account_number=f"62258801234{spec.seq:05d}",
-        )
-        if not merchant.members.filter(user=owner).exists():
-            merchant_services.member_add(actor=admin, merchant=merchant, user=owner, role=MemberRole.OWNER)
-        for listing in spec.listings:
-            merchant_services.listing_create(actor=owner, merchant=merchant, scenario=spec.scenario, **listing)
-        merchant_services.merchant_submit(actor=owner, merchant=merchant)
-        merchant_services.merchant_approve(actor=admin, merchant=merchant)
-        merchant.refresh_from_db()
-        return merchant
+        return merchant_from_spec(spec, admin)
 
     def _pending_merchants(self, admin) -> None:
         """One application awaiting review and one rejected, so the admin queue has work in it."""
