@@ -591,6 +591,29 @@ RETURNING id, order_id
 """
 
 
+_COUNT_DUE = """
+SELECT (SELECT count(*) FROM (
+            SELECT 1 FROM bnpl_creditorder
+            WHERE status = 'completed' AND due_at <= %(now)s AND NOT charge_in_flight AND amount_due > 0
+            AND NOT charge_paused LIMIT %(limit)s) d)
+     + (SELECT count(*) FROM (
+            SELECT 1 FROM bnpl_creditorder
+            WHERE status IN ('collecting', 'overdue') AND next_attempt_at <= %(now)s AND NOT charge_in_flight
+            AND NOT charge_paused LIMIT %(limit)s) r)
+"""
+
+
+def due_orders_count(*, now: datetime, limit: int) -> int:
+    """How many orders :func:`claim_due` would find now, counted up to about ``limit`` (the same conditions).
+
+    Bounded, on the claims' partial indexes, so asking costs the same over a backlog of millions: the charge run
+    asks only to decide how many helper runs to start (``bnpl.tasks.charge_run``).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_COUNT_DUE, {"now": now, "limit": limit})
+        return min(cursor.fetchone()[0], limit)
+
+
 def claim_due(*, run_id: int, limit: int, now: datetime) -> list[Outgoing]:
     """Lock up to ``limit`` due orders and write their pending attempts, in one transaction.
 

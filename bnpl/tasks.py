@@ -7,10 +7,13 @@ workers can share one run without waiting for each other or doing a row twice.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from .charging import reconcile_unknown_attempts, run_charges
+from .charging_bulk import due_orders_count
 from .choices import OrderStatus
 from .models import ChargeRun, CreditOrder
 from .overdue import apply_guarantee, classify_overdue
@@ -60,13 +63,24 @@ def _run_summary(run: ChargeRun) -> dict[str, object]:
     }
 
 
-def charge_run() -> dict[str, object]:
+def charge_run(fan_out: int | None = None) -> dict[str, object]:
     """The charge run (every minute): charge due orders and retries, resend stalled attempts.
 
     Several of these may run at once (a backlog outlasts a minute; django-q2 may deliver
     twice): they share the work through ``SKIP LOCKED`` and stop within
     ``BNPL_CHARGE_RUN_TIME_BUDGET``, below the cluster's timeout.
+
+    The schedule starts one run a minute, which one worker of one cluster picks up. So that a
+    backlog is shared by every worker of every cluster, the scheduled run first enqueues up to
+    ``fan_out - 1`` helper runs (default ``BNPL_CHARGE_RUN_FAN_OUT``), one per chunk due beyond
+    its own; helpers are enqueued with ``fan_out=1`` and never fan out themselves.
     """
+    fan_out = settings.BNPL_CHARGE_RUN_FAN_OUT if fan_out is None else fan_out
+    if fan_out > 1:
+        chunk = settings.BNPL_CHARGE_CHUNK_SIZE
+        due = due_orders_count(now=timezone.now(), limit=chunk * fan_out)
+        for _ in range(min(fan_out, -(-due // chunk)) - 1):
+            async_task("bnpl.tasks.charge_run", 1, task_name="charge-run helper")
     return _run_summary(run_charges())
 
 

@@ -678,6 +678,39 @@ def test_charge_task_returns_a_summary(listing, consumer, settings):
     assert tasks.reconcile_charges()["claimed"] == 0
 
 
+def test_a_backlog_fans_the_scheduled_run_out_to_helper_runs_that_do_not_fan_out(listing, consumer, settings):
+    from django_q.models import OrmQ
+
+    settings.BNPL_CHARGE_THREADS = 1
+    settings.BNPL_CHARGE_CHUNK_SIZE = 2
+    settings.BNPL_CHARGE_RUN_FAN_OUT = 4
+    fund(consumer)
+    for _ in range(5):  # three chunks of two: the run itself and two helpers, not four
+        due_order(listing, consumer)
+
+    assert charging_bulk.due_orders_count(now=timezone.now(), limit=100) == 5
+    tasks.charge_run()
+
+    helpers = [queued.task for queued in OrmQ.objects.order_by("id")]
+    assert [(h["func"], h["args"]) for h in helpers] == [("bnpl.tasks.charge_run", (1,))] * 2
+    assert ChargeRun.objects.get().succeeded == 5  # the helpers found nothing left when they ran
+    tasks.charge_run(*helpers[0]["args"])  # a helper: nothing due, and it enqueues no one
+    assert OrmQ.objects.count() == 2
+
+
+def test_without_a_backlog_the_charge_run_enqueues_no_helpers(listing, consumer, settings):
+    from django_q.models import OrmQ
+
+    settings.BNPL_CHARGE_THREADS = 1
+    settings.BNPL_CHARGE_RUN_FAN_OUT = 4
+    fund(consumer)
+    due_order(listing, consumer)
+
+    tasks.charge_run()
+
+    assert OrmQ.objects.count() == 0
+
+
 def test_charging_jobs_are_scheduled():
     by_name = {job.name: job for job in JOBS}
     assert (by_name["charge-run"].func, by_name["charge-run"].minutes) == ("bnpl.tasks.charge_run", 1)
