@@ -5,23 +5,21 @@
 
 Runs in its own database (``bnpl_so`` on the server DATABASE_URL names, or on the embedded server), which it
 drops and migrates first (no schedules are installed: the bench enqueues the work itself, see below), with the
-HTTP sandbox of ``bench/charge_run.py`` (gunicorn, ``--latency-ms`` of added latency per request, 50 by
-default) as the payment gateway. Orders, the sandbox server and the exactly-once check are
+HTTP sandbox of ``bench/charge_run.py`` (the lean server, ``--latency-ms`` of added latency per request, 50
+by default) as the payment gateway. Orders, the sandbox server and the exactly-once check are
 ``charge_run.generate_due_orders``, ``start_http_sandbox`` and ``check_outcome``.
 
 For each row: ``--orders`` fresh due orders; ``k`` ``manage.py qcluster`` processes (``Q_WORKERS=--workers``
 each) on the Redis broker (``Q_REDIS_URL=redis://127.0.0.1:6379/--redis-db``, the database emptied first) with
-``BNPL_GATEWAY=sandbox_http``; once every cluster reports in, ``k × workers`` ``bnpl.tasks.charge_run`` tasks
-are enqueued at once and the clock runs until every order is paid.
+``BNPL_GATEWAY=sandbox_http`` and ``BNPL_CHARGE_RUN_FAN_OUT=k × workers``; once every cluster reports in, one
+``bnpl.tasks.charge_run`` is enqueued, as the schedule does every minute, and the clock runs until every order
+is paid.
 
-Why one task per worker: the production schedule enqueues one ``charge_run`` a minute, which one worker of
-one cluster picks up, so adding clusters adds nothing to a single backlog by itself (overlapping minutes add
-at most budget/60 ≈ 4 runs, whatever the number of clusters). What several clusters *can* do is run several
-charge runs at once, and ``run_charges`` is built for that: each run claims its chunk with ``FOR UPDATE SKIP
-LOCKED`` and records each attempt once, so runs on different machines share a backlog without coordination.
-The bench therefore enqueues as many runs as there are workers (a fan-out the scheduler would do by enqueueing
-``charge_run`` that many times) and reports how many distinct workers actually charged orders (the Redis
-broker hands tasks to whichever cluster asks first, so the spread is measured, not assumed).
+How the work spreads: the scheduled run sees the backlog and first enqueues up to ``BNPL_CHARGE_RUN_FAN_OUT -
+1`` helper runs (one per chunk due beyond its own; helpers do not fan out), exactly as in production. Each run
+claims its chunks with ``FOR UPDATE SKIP LOCKED`` and records each attempt once, so runs on different machines
+share a backlog without coordination. The bench reports how many distinct worker processes actually charged
+orders (the Redis broker hands tasks to whichever cluster asks first, so the spread is measured, not assumed).
 
 After each row: every order paid, one succeeded attempt per order, as many sandbox charges as orders, the
 ledger balanced (``charge_run.check_outcome``), and no order with more than one succeeded attempt. Figures go
@@ -71,6 +69,7 @@ def start_clusters(count: int, *, workers: int, gateway_url: str, threads: int, 
     env = {
         **os.environ,
         "Q_WORKERS": str(workers),
+        "BNPL_CHARGE_RUN_FAN_OUT": str(count * workers),
         "BNPL_GATEWAY": "sandbox_http",
         "BNPL_GATEWAY_URL": gateway_url,
         "BNPL_CHARGE_THREADS": str(threads),
@@ -149,8 +148,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Q_WORKERS per cluster (default 2)")
     parser.add_argument("--threads", type=int, default=16, help="gateway threads per charge run (default 16)")
     parser.add_argument("--chunk", type=int, default=200, help="orders per claimed chunk (default 200)")
-    parser.add_argument("--server-workers", type=int, default=2, help="gunicorn workers of the HTTP sandbox")
-    parser.add_argument("--server-threads", type=int, default=24, help="threads per sandbox worker")
+    parser.add_argument("--server-workers", type=int, default=1, help="processes of the HTTP sandbox (default 1)")
+    parser.add_argument("--server-threads", type=int, default=4, help="database threads per sandbox process")
     parser.add_argument("--latency-ms", type=int, default=50, help="added latency of the HTTP sandbox (default 50)")
     parser.add_argument("--redis-db", type=int, default=13, help="Redis database of the broker (emptied)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds a row may take")
@@ -174,9 +173,9 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)
     sandbox_faults_set(actor=None, latency_ms=args.latency_ms)
-    sandbox, base = start_http_sandbox(url, workers=args.server_workers, threads=args.server_threads)
+    sandbox, base = start_http_sandbox(url, workers=args.server_workers, threads=args.server_threads, server="lean")
     print(
-        f"HTTP sandbox at {base} ({args.server_workers} gunicorn workers x {args.server_threads} threads, "
+        f"HTTP sandbox at {base} ({args.server_workers} lean server process(es) x {args.server_threads} threads, "
         f"{args.latency_ms} ms latency); broker {os.environ['Q_REDIS_URL']}",
         flush=True,
     )
@@ -191,10 +190,10 @@ def main() -> None:
             )
             try:
                 wait_for_clusters(clusters)
-                tasks = clusters * args.workers
+                workers = clusters * args.workers
+                tasks = min(workers, -(-n // args.chunk))  # the scheduled run and its helpers (one per chunk)
                 since = timezone.now()
-                for _ in range(tasks):
-                    async_task("bnpl.tasks.charge_run", task_name="bench charge_run")
+                async_task("bnpl.tasks.charge_run", task_name="bench charge_run")
                 seconds = wait_for_charging(merchant.pk, n, tasks, since, args.timeout)
             finally:
                 for proc in procs:
@@ -204,7 +203,8 @@ def main() -> None:
             check_once_per_order(merchant.pk)
             row = {
                 "clusters": clusters,
-                "workers": tasks,
+                "workers": workers,
+                "runs": tasks,
                 "orders": n,
                 "seconds": round(seconds, 2),
                 "per_s": round(n / seconds, 1),
@@ -213,7 +213,8 @@ def main() -> None:
             }
             rows.append(row)
             print(
-                f"    {clusters} cluster(s), {tasks} runs enqueued: {runs} runs in {processes} worker processes "
+                f"    {clusters} cluster(s), {workers} workers, {tasks} runs after fan-out: {runs} runs in {processes} "
+                f"worker processes "
                 f"charged; {n} orders in {seconds:.2f} s = {n / seconds:,.1f} orders/s (load {row['load']})",
                 flush=True,
             )
@@ -229,7 +230,7 @@ def main() -> None:
             f"{row['seconds']:>8.2f} {row['per_s']:>9,.1f} {row['load']:>6.2f}"
         )
     print(
-        f"(workers = Q_WORKERS x clusters = charge runs enqueued; charging = worker processes whose run claimed "
+        f"(workers = Q_WORKERS x clusters = BNPL_CHARGE_RUN_FAN_OUT; charging = worker processes whose run claimed "
         f"orders; {args.threads} gateway threads per run; load average {load_before[0]:.2f} at start, "
         f"{os.cpu_count()} CPUs)"
     )
