@@ -10,6 +10,11 @@ the day's cutoff that are *settleable* and in no batch yet:
   refunds and adjustments (amount lowered, paid elsewhere);
 - payouts are not settled: they are what settlement produces.
 
+Candidates come from the settlement queue (:class:`~bnpl.models.UnsettledEntry`): a database
+trigger queues each such entry in its posting's transaction, and the batch's transaction
+deletes the queue rows of the entries it takes, so the daily cost follows the entries still
+waiting, not the merchant's history. Entries whose order is not settleable yet stay queued.
+
 Active disputes on settleable orders add a ``hold`` line (−disputed amount); once the
 dispute is closed, a ``release`` line gives it back. ``net = gross − fees − refunds ±
 adjustments − held + released``. A batch is made only when its net is positive;
@@ -25,8 +30,9 @@ its own transaction.
 
 Exactly once: each merchant is settled in its own transaction under a transaction-level
 advisory lock taken with ``pg_try_advisory_xact_lock`` (a concurrent job skips the
-merchant rather than waiting), and ``SettlementItem.ledger_entry`` is unique, so even a
-writer that bypassed the lock could not put an entry in two batches.
+merchant rather than waiting); the batch's transaction dequeues exactly the entries it
+takes (or rolls back), and ``SettlementItem.ledger_entry`` is unique, so even a writer that
+bypassed the lock could not put an entry in two batches.
 """
 
 from __future__ import annotations
@@ -51,7 +57,13 @@ from .gateway.base import ChargeOutcome, GatewayRequestError, GatewayResult, Pay
 from .ledger import account_balance, ledger_account_for, post_payout
 from .models import Dispute, LedgerAccount, LedgerTransaction, Payout, SettlementBatch, SettlementItem
 from .models.ledger import AccountKind
-from .models.settlement import DISPUTE_ACTIVE, PAYOUT_IN_FLIGHT, PayoutStatus, SettlementItemKind
+from .models.settlement import (
+    DISPUTE_ACTIVE,
+    PAYOUT_IN_FLIGHT,
+    UNSETTLED_ENTRY_BACKFILL,
+    PayoutStatus,
+    SettlementItemKind,
+)
 from .money import ZERO
 from .refunds import _refuse_inside_transaction
 from .spreadsheets import safe_text_cell
@@ -75,19 +87,38 @@ KIND_OF_TRANSACTION = {
     "adjustment": K.ADJUSTMENT,
 }
 
-# Unsettled, settleable entries of one merchant's payable account posted before the cutoff.
+# Unsettled, settleable entries of one merchant's payable account posted before the cutoff: read from the
+# settlement queue (UnsettledEntry: only the entries no batch has taken), never from the account's history.
+# The queue holds only completion, fee, refund and adjustment entries (its trigger, migration 0015).
 _SETTLEABLE_ENTRIES = """
 SELECT e.id, e.amount, t.kind, t.order_id, t.created_at
-FROM bnpl_ledgerentry e
+FROM bnpl_unsettledentry q
+JOIN bnpl_ledgerentry e ON e.id = q.entry_id
 JOIN bnpl_ledgertransaction t ON t.id = e.transaction_id
 JOIN bnpl_creditorder o ON o.id = t.order_id
-WHERE e.account_id = %(account)s
-  AND t.kind IN ('completion', 'fee', 'refund', 'adjustment')
-  AND t.created_at < %(cutoff)s
+WHERE q.account_id = %(account)s
+  AND q.created_at < %(cutoff)s
   AND (o.status IN ('paid', 'partially_refunded', 'refunded') OR o.guaranteed_at IS NOT NULL)
-  AND NOT EXISTS (SELECT 1 FROM bnpl_settlementitem s WHERE s.ledger_entry_id = e.id)
 ORDER BY t.created_at, e.id
 """
+# Take a batch's entries off the queue; an entry no longer queued was taken by another writer.
+_DEQUEUE = "DELETE FROM bnpl_unsettledentry WHERE entry_id = ANY(%s)"
+
+
+class _EntriesTaken(IntegrityError):
+    """Some of a batch's entries were dequeued by another writer meanwhile (it settled them first)."""
+
+
+def queue_unsettled_entries() -> int:
+    """Queue every settleable-kind merchant-payable entry in no batch yet; returns how many were added.
+
+    New entries are queued by a database trigger as they are posted. This is for entries written with
+    triggers disabled (``bench/generate.py``'s bulk load); it runs the same statement as migration 0015's
+    backfill and is idempotent.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(UNSETTLED_ENTRY_BACKFILL)
+        return cursor.rowcount
 
 
 def business_day_cutoff(business_date: date) -> datetime:
@@ -191,6 +222,11 @@ def _settle_one(account: LedgerAccount, *, business_date: date, cutoff: datetime
         for item in items:
             item.batch = batch
         SettlementItem.objects.bulk_create(items)
+        entry_ids = [item.ledger_entry_id for item in items if item.ledger_entry_id is not None]
+        with connection.cursor() as cursor:
+            cursor.execute(_DEQUEUE, [entry_ids])
+            if cursor.rowcount != len(entry_ids):
+                raise _EntriesTaken(f"{len(entry_ids) - cursor.rowcount} entries of the batch were already taken")
         payout = Payout.objects.create(batch=batch, merchant_id=merchant_id, amount=net)
         settlement_webhook(batch=batch, payout=payout, event_type="settlement.created")
     return batch

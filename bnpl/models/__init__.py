@@ -22,6 +22,7 @@ from .settlement import (
     Refund,
     SettlementBatch,
     SettlementItem,
+    UnsettledEntry,
 )
 from .signups import AgreementSignup
 
@@ -58,5 +59,6 @@ __all__ = [
     "SettlementBatch",
     "SettlementBatchAudit",
     "SettlementItem",
+    "UnsettledEntry",
     "UsageEvent",
 ]

@@ -9,6 +9,7 @@
   settlement of what the platform owes each merchant. Every merchant-payable ledger
   entry lands in at most one batch: ``SettlementItem.ledger_entry`` is unique, so two
   settlement jobs running at once can never settle the same entry twice.
+  :class:`UnsettledEntry` is the queue of the entries no batch has taken yet.
 """
 
 from __future__ import annotations
@@ -315,6 +316,54 @@ class SettlementItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount}"
+
+
+#: Queue every merchant-payable entry of a settled kind that is in no settlement item yet (idempotent). The
+#: trigger of migration 0015 queues new entries as they are posted; this fills the queue for entries loaded
+#: without it: by that migration for the existing ledger, and by bench/generate.py after its bulk load.
+UNSETTLED_ENTRY_BACKFILL = """
+INSERT INTO bnpl_unsettledentry (entry_id, account_id, created_at)
+SELECT e.id, e.account_id, e.created_at
+FROM bnpl_ledgerentry e
+JOIN bnpl_ledgeraccount a ON a.id = e.account_id
+JOIN bnpl_ledgertransaction t ON t.id = e.transaction_id
+WHERE a.kind = 'merchant_payable'
+  AND t.kind IN ('completion', 'fee', 'refund', 'adjustment')
+  AND NOT EXISTS (SELECT 1 FROM bnpl_settlementitem s WHERE s.ledger_entry_id = e.id)
+ON CONFLICT (entry_id) DO NOTHING
+"""
+
+
+class UnsettledEntry(models.Model):
+    """The settlement queue: a merchant-payable ledger entry that no batch has taken yet.
+
+    A row is written by the database, in the posting's own transaction, for each entry of a
+    completion, fee, refund or adjustment posting on a merchant-payable account (trigger
+    ``bnpl_ledgerentry_settlement_queue``, migration 0015), and deleted by the settlement job in
+    the transaction that puts the entry in a batch. The daily selection therefore reads the
+    entries still waiting (the day's, and older ones whose order is not settleable yet) instead
+    of the account's whole history. Unlike a high-water mark of entry ids, it cannot skip an
+    entry whose posting commits after a later one (docs/settlement.md). Not part of the ledger:
+    its rows are deleted, the ledger stays append-only. ``created_at`` is the entry's posting time.
+    """
+
+    # DO_NOTHING: ledger entries are never deleted; the ledger's own trigger refuses it, not Django's collector.
+    entry = models.OneToOneField("bnpl.LedgerEntry", on_delete=models.DO_NOTHING, primary_key=True, related_name="+")
+    # Indexed by unsettled_entry_account_idx below (account first), so no separate FK index.
+    account = models.ForeignKey("bnpl.LedgerAccount", on_delete=models.PROTECT, related_name="+", db_index=False)
+    created_at = models.DateTimeField(_("Posted at"))
+
+    class Meta:
+        verbose_name = _("Unsettled entry")
+        verbose_name_plural = _("Unsettled entries")
+        ordering = ["account_id", "created_at", "entry_id"]
+        indexes = [
+            # settle_merchants: one merchant's waiting entries posted before the cutoff.
+            models.Index(fields=["account", "created_at"], name="unsettled_entry_account_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: entry {self.entry_id}"
 
 
 class PayoutStatus(models.TextChoices):

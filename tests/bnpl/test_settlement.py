@@ -14,7 +14,7 @@ from bnpl.choices import ActorKind, OrderStatus
 from bnpl.disputes import dispute_decide, dispute_open
 from bnpl.exceptions import InvalidTransition, NotAllowed
 from bnpl.ledger import ledger_account_for, ledger_check
-from bnpl.models import LedgerEntry, LedgerTransaction, Payout, SettlementBatch, SettlementItem
+from bnpl.models import LedgerEntry, LedgerTransaction, Payout, SettlementBatch, SettlementItem, UnsettledEntry
 from bnpl.models.ledger import AccountKind
 from bnpl.models.settlement import DisputeOutcome, PayoutStatus
 from bnpl.refunds import credit_order_refund
@@ -176,6 +176,7 @@ def test_two_concurrent_settlement_jobs_settle_each_entry_once():
     assert entries.count() == 4 * 6
     assert SettlementItem.objects.filter(ledger_entry__isnull=False).count() == 4 * 6
     assert not SettlementItem.objects.values("ledger_entry").annotate(n=Count("id")).filter(n__gt=1).exists()
+    assert not UnsettledEntry.objects.exists()  # every entry dequeued by the one batch that took it
     for merchant in merchants:
         batch = SettlementBatch.objects.get(merchant=merchant)
         assert batch.net_amount == D("60.00") - D("0.36")
