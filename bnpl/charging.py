@@ -24,7 +24,6 @@ has asked the gateway what happened under that key.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -82,6 +81,7 @@ from .models.charging import (
 from .money import ZERO
 from .overdue import overdue_pause_lift
 from .services import _lock_order, _move, _promise_on_paid, _refusal
+from .thread_pools import shutdown_closing_connections
 from .webhooks import charge_webhook
 
 __all__ = [
@@ -208,19 +208,8 @@ class _Sender:
         return lambda: [future.result() for future in futures]
 
     def close(self) -> None:
-        if self.pool is None:
-            return
-        # One task per thread (the barrier keeps each thread on its own task), each closing its connection.
-        barrier = threading.Barrier(self.threads)
-
-        def close_connection() -> None:
-            with contextlib.suppress(threading.BrokenBarrierError):
-                barrier.wait(timeout=10)
-            connection.close()
-
-        for future in [self.pool.submit(close_connection) for _n in range(self.threads)]:
-            future.result()
-        self.pool.shutdown(wait=True)
+        if self.pool is not None:
+            shutdown_closing_connections(self.pool, self.threads)
 
 
 # --------------------------------------------------------------------------- recording outcomes (one attempt)

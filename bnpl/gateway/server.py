@@ -38,6 +38,7 @@ from django.db import DatabaseError, InterfaceError, connection
 from bnpl.gateway.base import GatewayRequestError
 from bnpl.gateway.endpoint import ENDPOINTS, answer, request_data
 from bnpl.gateway.faults import sandbox_faults_load
+from bnpl.thread_pools import shutdown_closing_connections
 
 logger = logging.getLogger(__name__)
 
@@ -178,16 +179,7 @@ class SandboxServer:
 
     def close(self) -> None:
         """Close every pool thread's database connection, then the pool."""
-        barrier = threading.Barrier(self.threads)
-
-        def close_connection() -> None:
-            with contextlib.suppress(threading.BrokenBarrierError):
-                barrier.wait(timeout=10)
-            connection.close()
-
-        for future in [self.pool.submit(close_connection) for _n in range(self.threads)]:
-            future.result()
-        self.pool.shutdown(wait=True)
+        shutdown_closing_connections(self.pool, self.threads)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
