@@ -114,13 +114,9 @@ def copy_text(model: Any, attnames: Sequence[str], lines: Iterable[str], *, bloc
 
 def reserve_ids(model: Any, n: int) -> list[int]:
     """``n`` fresh ids from the table's sequence, one ``nextval`` each (safe beside concurrent writers)."""
-    from django.db import connection
+    from bnpl.bulk_sql import reserve_pks
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [model._meta.db_table, n]
-        )
-        return [row[0] for row in cursor.fetchall()]
+    return reserve_pks(model, n)
 
 
 def reserve_id_block(model: Any, n: int) -> int:
@@ -211,22 +207,29 @@ def set_aside(tables: Sequence[str]) -> SetAside:
     return aside
 
 
-def restore(aside: SetAside, *, log: Any = print) -> None:
-    """Rebuild what :func:`set_aside` took away: indexes, then unique constraints, then foreign keys (validated)."""
+def restore(aside: SetAside, *, log: Any = print) -> dict[str, float]:
+    """Rebuild what :func:`set_aside` took away: indexes, then unique constraints, then foreign keys (validated).
+
+    Returns the seconds each index and constraint took, by name, so a caller can say where the time went.
+    """
     import time
 
     from django.db import connection
 
+    spent: dict[str, float] = {}
     with connection.cursor() as cursor:
         for name, definition in aside.indexes:
             started = time.perf_counter()
             cursor.execute(definition)
-            log(f"      index {name}: {time.perf_counter() - started:.1f} s")
+            spent[name] = time.perf_counter() - started
+            log(f"      index {name}: {spent[name]:.1f} s")
         # Unique constraints before the foreign keys that may reference them.
         ordered = sorted(aside.constraints, key=lambda c: c[2].startswith("FOREIGN KEY"))
         for table, name, definition in ordered:
             started = time.perf_counter()
             cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-            log(f"      constraint {name}: {time.perf_counter() - started:.1f} s")
+            spent[name] = time.perf_counter() - started
+            log(f"      constraint {name}: {spent[name]:.1f} s")
         for table, name in aside.triggers:
             cursor.execute(f'ALTER TABLE {table} ENABLE TRIGGER "{name}"')
+    return spent

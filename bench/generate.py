@@ -847,13 +847,16 @@ def generate(shape: Shape) -> dict[str, Any]:
         aside = set_aside(LOADED_TABLES)
         log(f"[1/3] load ({aside.describe()} set aside)")
         generator.run()
+        started_queue = time.perf_counter()
         queued = queue_unsettled_entries()  # what the disabled trigger would have queued: every payable entry
-        log(f"    settlement queue: {queued:,} unsettled payable entries")
+        log(f"    settlement queue: {queued:,} unsettled payable entries ({time.perf_counter() - started_queue:.1f} s)")
         loaded = time.perf_counter() - started
         log(f"    rows copied in {loaded:.1f} s; rebuilding indexes and constraints")
-        restore(aside, log=lambda message: None)
+        spent = restore(aside, log=lambda message: None)
         built = time.perf_counter() - started - loaded
-        log(f"    indexes and constraints rebuilt (each foreign key validated) in {built:.1f} s")
+        log(f"    indexes and constraints rebuilt (each foreign key validated) in {built:.1f} s; the slowest:")
+        for name, seconds in sorted(spent.items(), key=lambda item: -item[1])[:6]:
+            log(f"      {seconds:6.1f} s  {name}")
     with connection.cursor() as cursor:
         started_analyze = time.perf_counter()
         cursor.execute("ANALYZE")

@@ -24,6 +24,22 @@ def _columns(model: type[models.Model], *, with_pk: bool) -> list[models.Field]:
     ]
 
 
+def reserve_pks(model: type[models.Model], n: int) -> list[int]:
+    """``n`` fresh primary keys from the table's sequence, one ``nextval`` each, in one statement.
+
+    Safe beside concurrent writers (each ``nextval`` is atomic), so rows can be named before they are
+    written: by :func:`copy_insert`, and by the benchmarks' bulk loads (``bench/copyload.py``).
+    """
+    pk = model._meta.pk
+    assert pk is not None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [model._meta.db_table, pk.column, n],
+        )
+        return [value for (value,) in cursor.fetchall()]
+
+
 def copy_insert(objs: Sequence[models.Model]) -> None:
     """Insert unsaved instances of one model with ``COPY``; sets each instance's primary key.
 
@@ -38,16 +54,12 @@ def copy_insert(objs: Sequence[models.Model]) -> None:
     pk = meta.pk
     assert pk is not None
     auto_pk = isinstance(pk, models.AutoField | models.BigAutoField | models.SmallAutoField)
+    if auto_pk:
+        missing = [obj for obj in objs if obj.pk is None]
+        if missing:
+            for obj, value in zip(missing, reserve_pks(model, len(missing)), strict=True):
+                obj.pk = value
     with connection.cursor() as cursor:
-        if auto_pk:
-            missing = [obj for obj in objs if obj.pk is None]
-            if missing:
-                cursor.execute(
-                    "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-                    [meta.db_table, pk.column, len(missing)],
-                )
-                for obj, (value,) in zip(missing, cursor.fetchall(), strict=True):
-                    obj.pk = value
         fields = _columns(model, with_pk=True)
         quote = connection.ops.quote_name
         sql = f"COPY {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) FROM STDIN"

@@ -22,7 +22,20 @@ The queue is not part of the ledger: its rows are deleted, while the ledger stay
 import django.db.models.deletion
 from django.db import migrations, models
 
-from bnpl.models.settlement import UNSETTLED_ENTRY_BACKFILL
+# The backfill as it stood when this migration was written: a migration keeps its own copy, so a later change
+# to the model module's statement (bnpl.models.settlement.UNSETTLED_ENTRY_BACKFILL) cannot change what this
+# migration did on a database that already ran it, or break it on one that has not yet.
+UNSETTLED_ENTRY_BACKFILL = """
+INSERT INTO bnpl_unsettledentry (entry_id, account_id, created_at)
+SELECT e.id, e.account_id, e.created_at
+FROM bnpl_ledgerentry e
+JOIN bnpl_ledgeraccount a ON a.id = e.account_id
+JOIN bnpl_ledgertransaction t ON t.id = e.transaction_id
+WHERE a.kind = 'merchant_payable'
+  AND t.kind IN ('completion', 'fee', 'refund', 'adjustment')
+  AND NOT EXISTS (SELECT 1 FROM bnpl_settlementitem s WHERE s.ledger_entry_id = e.id)
+ON CONFLICT (entry_id) DO NOTHING
+"""
 
 FORWARD = r"""
 CREATE FUNCTION bnpl_settlement_queue_entry() RETURNS trigger LANGUAGE plpgsql AS $$

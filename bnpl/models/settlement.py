@@ -320,7 +320,8 @@ class SettlementItem(models.Model):
 
 #: Queue every merchant-payable entry of a settled kind that is in no settlement item yet (idempotent). The
 #: trigger of migration 0015 queues new entries as they are posted; this fills the queue for entries loaded
-#: without it: by that migration for the existing ledger, and by bench/generate.py after its bulk load.
+#: without it (bench/generate.py's bulk load), through ``queue_unsettled_entries`` (bnpl/settlement.py).
+#: Migration 0015 ran the same statement for the existing ledger, from its own frozen copy.
 UNSETTLED_ENTRY_BACKFILL = """
 INSERT INTO bnpl_unsettledentry (entry_id, account_id, created_at)
 SELECT e.id, e.account_id, e.created_at
