@@ -24,7 +24,8 @@ server), migrates it, then loads in ONE database transaction:
 
 Not generated: order events (the timeline), agreements, settlement batches and payouts (every payable entry is
 still unsettled and queued for settlement, the queue filled after the load by migration 0015's backfill: a
-merchant never settled, settlement's worst case), the sandbox provider's own charge rows, scoring features,
+merchant never settled, settlement's worst case; the merchant dashboard's daily roll-up is rebuilt from the orders
+after the load, as its disabled triggers would have kept it), the sandbox provider's own charge rows, scoring features,
 reward accounts, audit rows. Times are to the minute.
 
 How the load is fast and still checked (docs/performance.md, "Generated data set"): inside the transaction
@@ -555,8 +556,8 @@ class Generator:
                     ts(o.created + 30 * 60) if t[2] == "each_time" else "\\N", ts(o.confirmed), ts(o.completed),
                     ts(o.due), ts(o.closed), o.close_reason, str(attempts), str(o.failures), ts(o.next_attempt),
                     ts(collecting), ts(o.overdue_since), str(dpd), bucket, ts(o.guaranteed), ts(o.paid),
-                    money(o.refund_fen), ts(o.created), ts(o.refunded_at or o.paid or o.closed or o.completed
-                                                        or o.created),
+                    ts(o.paid if o.status in CHARGED else None), money(o.refund_fen), ts(o.created),
+                    ts(o.refunded_at or o.paid or o.closed or o.completed or o.created),
                 ))  # fmt: skip
 
         self.copy(m["CreditOrder"], ORDER_COLUMNS, orders())
@@ -772,6 +773,7 @@ ORDER_COLUMNS = [
     "dpd_bucket",
     "guaranteed_at",
     "paid_at",
+    "charged_at",
     "refunded_amount",
     "created_at",
     "updated_at",
@@ -794,6 +796,10 @@ CHECKS = {
              - (SELECT coalesce(sum(amount_due), 0) FROM bnpl_creditorder
                 WHERE status IN ('completed', 'collecting', 'overdue'))""",
     # At most one is the unique index charge_attempt_one_success_per_order (rebuilt, so checked, by the load).
+    "orders whose charged_at is not the time of their succeeded attempt": """
+        SELECT count(*) FROM bnpl_creditorder o
+        LEFT JOIN bnpl_chargeattempt a ON a.order_id = o.id AND a.status = 'succeeded'
+        WHERE o.charged_at IS DISTINCT FROM a.finished_at""",
     "charged orders without a succeeded attempt": """
         SELECT count(*) FROM bnpl_creditorder o
         WHERE o.status IN ('paid', 'partially_refunded', 'refunded')
@@ -826,7 +832,29 @@ def check(counts: dict[str, int]) -> list[str]:
     started = time.perf_counter()
     ledger = ledger_check()
     log(f"    ledger_check(): {len(ledger)} problems ({time.perf_counter() - started:.1f} s)")
+    started = time.perf_counter()
+    dashboard = dashboard_differences()
+    log(f"    dashboard roll-up days differing from the orders (biggest merchant): {dashboard} "
+        f"({time.perf_counter() - started:.1f} s)")  # fmt: skip
+    if dashboard:
+        problems.append(f"dashboard roll-up: {dashboard} days differ from the orders")
     return problems + ledger[:10]
+
+
+def dashboard_differences() -> int:
+    """Days of the last 30 where the biggest merchant's roll-up differs from its orders (the roll-up's definition)."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from bnpl.merchant_portal.selectors import merchant_day_figures, merchant_day_figures_scan
+    from merchants.models import Merchant
+
+    merchant = Merchant.objects.order_by("pk").first()  # merchant #0 holds 2 % of the orders
+    first_day = timezone.localdate() - dt.timedelta(days=29)
+    rolled = merchant_day_figures(merchant=merchant, first_day=first_day)
+    scanned = merchant_day_figures_scan(merchant=merchant, first_day=first_day)
+    return sum(1 for day in rolled.keys() | scanned.keys() if rolled.get(day) != scanned.get(day))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -837,6 +865,7 @@ def generate(shape: Shape) -> dict[str, Any]:
     from django.db import connection, transaction
     from django.utils import timezone
 
+    from bnpl.merchant_portal.day_stats import day_stats_rebuild
     from bnpl.settlement import queue_unsettled_entries
 
     generator = Generator(shape, timezone.now())
@@ -850,6 +879,9 @@ def generate(shape: Shape) -> dict[str, Any]:
         started_queue = time.perf_counter()
         queued = queue_unsettled_entries()  # what the disabled trigger would have queued: every payable entry
         log(f"    settlement queue: {queued:,} unsettled payable entries ({time.perf_counter() - started_queue:.1f} s)")
+        started_stats = time.perf_counter()
+        days = day_stats_rebuild()  # the dashboard's roll-up, which the disabled order triggers would have kept
+        log(f"    merchant day figures: {days:,} (merchant, day) rows ({time.perf_counter() - started_stats:.1f} s)")
         loaded = time.perf_counter() - started
         log(f"    rows copied in {loaded:.1f} s; rebuilding indexes and constraints")
         spent = restore(aside, log=lambda message: None)

@@ -3,9 +3,11 @@
     .venv/bin/python bench/portal_pages.py                       # 1,000,000 orders, one merchant holding 100,000
     .venv/bin/python bench/portal_pages.py --orders 100000 --merchant-orders 10000 --runs 20   # a quick look
     .venv/bin/python bench/portal_pages.py --rebuild            # drop the data set and build it again
+    .venv/bin/python bench/portal_pages.py --trigger-cost       # what the dashboard roll-up's trigger adds to writes
 
-Runs in its own database, ``bnpl_portal_bench`` on the server DATABASE_URL names (or the embedded server). The
-data set is built once with ``INSERT … SELECT generate_series`` (a couple of minutes for a million orders) and
+Runs in its own database, ``--database`` (default ``bnpl_portal_bench``, or ``$BENCH_DB``) on the server
+DATABASE_URL names (or the embedded server): two data sets of different shapes need two names. The data set is
+built once with ``INSERT … SELECT generate_series`` (a couple of minutes for a million orders) and
 reused while its size matches the arguments; migrations are applied on every run, so a new index is measured.
 
 The data: ``--merchants`` merchants with five listings each; merchant #1 holds ``--merchant-orders`` orders, the
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -37,14 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 from benchdb import use_bench_database  # noqa: E402  (bench/ is on sys.path when a script runs)
 
-BENCH_DB = "bnpl_portal_bench"
+BENCH_DB = os.environ.get("BENCH_DB", "bnpl_portal_bench")
 CONSUMERS = 200_000
 LISTINGS_PER_MERCHANT = 5
 
 
-def prepare_database(rebuild: bool) -> None:
-    """Create the bench database if missing (drop it first with ``rebuild``); point Django at it."""
-    use_bench_database(BENCH_DB, drop=rebuild)
+def prepare_database(name: str, rebuild: bool) -> None:
+    """Create the bench database ``name`` if missing (drop it first with ``rebuild``); point Django at it."""
+    use_bench_database(name, drop=rebuild)
 
 
 def log(message: str) -> None:
@@ -233,6 +236,8 @@ def build(orders: int, merchant_orders: int, merchants: int) -> None:
                 "completed_at": f"CASE WHEN {billed} THEN now() - r3 * interval '365 days' + interval '2 hours' END",
                 "due_at": f"CASE WHEN {billed} THEN now() - r3 * interval '365 days' + interval '1 day' END",
                 "paid_at": "CASE WHEN r >= 0.31 THEN now() - r3 * interval '365 days' + interval '1 day' END",
+                # Every paid or refunded order here was charged by the platform (its attempt below succeeded).
+                "charged_at": "CASE WHEN r >= 0.31 THEN now() - r3 * interval '365 days' + interval '1 day' END",
                 "charge_attempt_count": "CASE WHEN r >= 0.23 THEN 1 ELSE 0 END",
                 "charge_failure_count": "CASE WHEN r >= 0.23 AND r < 0.31 THEN 1 ELSE 0 END",
             },
@@ -311,6 +316,11 @@ def build(orders: int, merchant_orders: int, merchants: int) -> None:
             "INSERT INTO bench_meta VALUES ('shape', %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
             [f"{orders}/{merchant_orders}/{merchants}"],
         )
+    # What the every-minute job would have done by the time anyone looks: the build's deltas folded into the
+    # dashboard's roll-up.
+    from bnpl.merchant_portal.day_stats import day_stats_fold
+
+    log(f"dashboard roll-up: {day_stats_fold(time_budget_s=600)}")
     connection.cursor().execute("VACUUM ANALYZE")
     log(f"data set built in {time.monotonic() - started:.1f}s")
 
@@ -405,6 +415,105 @@ def measure(runs: int) -> list[dict[str, Any]]:
     return results
 
 
+def trigger_cost(runs: int) -> list[dict[str, Any]]:
+    """What the dashboard roll-up's UPDATE trigger adds to a write: the same UPDATE with it enabled and disabled.
+
+    Statements shaped like the charge run's bulk recording (``_UPDATE_ORDERS``: 200 completed orders of the last
+    30 days, of every merchant, marked paid) and like a service's single-order transition, each ``runs`` times in a
+    savepoint rolled back, in one transaction that is rolled back at the end (the trigger is disabled only inside
+    it). Median ms per statement.
+    """
+    from django.db import connection, transaction
+
+    update = (
+        "UPDATE bnpl_creditorder SET status = 'paid', paid_at = now(), charged_at = now(), hold_amount = 0, "
+        "charge_in_flight = false, next_attempt_at = NULL, updated_at = now() WHERE id = ANY(%s)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM bnpl_creditorder WHERE status = 'completed' AND created_at > now() - interval '30 days' "
+            "ORDER BY random() LIMIT 200"
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+    results = []
+    for label, chosen in (("update_200_orders", ids), ("update_1_order", ids[:1])):
+        medians = {}
+        for enabled in (False, True, False, True):
+            timings = []
+            with transaction.atomic(), connection.cursor() as cursor:
+                if not enabled:
+                    cursor.execute("ALTER TABLE bnpl_creditorder DISABLE TRIGGER bnpl_creditorder_day_stats_update")
+                for _ in range(runs):
+                    savepoint = transaction.savepoint()
+                    t0 = time.perf_counter()
+                    cursor.execute(update, [chosen])
+                    timings.append((time.perf_counter() - t0) * 1000)
+                    transaction.savepoint_rollback(savepoint)
+                transaction.set_rollback(True)
+            medians.setdefault(enabled, []).append(statistics.median(timings))
+        results.append(
+            {
+                "page": f"trigger_cost_{label}",
+                "rows": len(chosen),
+                "without_trigger_ms": round(min(medians[False]), 2),
+                "with_trigger_ms": round(min(medians[True]), 2),
+            }
+        )
+    results.append(fold_cost())
+    return results
+
+
+def fold_cost() -> dict[str, Any]:
+    """A burst of charge-run-like writes, then the fold: deltas written, fold time, the dashboard before and after.
+
+    Up to 20,000 completed or collecting orders of the last 40 days marked paid, 200 per UPDATE (one transaction,
+    rolled back at the end, so the data set is unchanged).
+    """
+    from django.db import connection, transaction
+
+    from bnpl.merchant_portal.day_stats import day_stats_fold
+    from bnpl.merchant_portal.selectors import merchant_dashboard
+    from merchants.models import Merchant
+
+    merchant = Merchant.objects.order_by("pk").first()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM bnpl_creditorder WHERE status IN ('completed', 'collecting') "
+            "AND created_at > now() - interval '40 days' ORDER BY random() LIMIT 20000"
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        t0 = time.perf_counter()
+        for start in range(0, len(ids), 200):
+            cursor.execute(
+                "UPDATE bnpl_creditorder SET status = 'paid', paid_at = now(), charged_at = now(), hold_amount = 0, "
+                "charge_attempt_count = charge_attempt_count + 1 WHERE id = ANY(%s)",
+                [ids[start : start + 200]],
+            )
+        t1 = time.perf_counter()
+        cursor.execute("SELECT count(*) FROM bnpl_merchantdaydelta")
+        deltas = cursor.fetchone()[0]
+        merchant_dashboard(merchant=merchant)
+        t2 = time.perf_counter()
+        merchant_dashboard(merchant=merchant)
+        t3 = time.perf_counter()
+        report = day_stats_fold()
+        t4 = time.perf_counter()
+        merchant_dashboard(merchant=merchant)
+        t5 = time.perf_counter()
+        transaction.set_rollback(True)
+    return {
+        "page": "fold_cost",
+        "orders_updated": len(ids),
+        "statements": (len(ids) + 199) // 200,
+        "updates_s": round(t1 - t0, 2),
+        "deltas": deltas,
+        "fold_ms": round((t4 - t3) * 1000, 1),
+        "rollup_rows_written": report["days"],
+        "dashboard_unfolded_ms": round((t3 - t2) * 1000, 1),
+        "dashboard_folded_ms": round((t5 - t4) * 1000, 1),
+    }
+
+
 def _days_ago(days: int) -> str:
     from django.utils import timezone
 
@@ -417,9 +526,16 @@ def main() -> None:
     parser.add_argument("--merchant-orders", type=int, default=100_000)
     parser.add_argument("--merchants", type=int, default=50)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--database", default=BENCH_DB, help="the bench database's name (default: %(default)s)")
     parser.add_argument("--rebuild", action="store_true", help="drop the bench database and build it again")
+    parser.add_argument(
+        "--trigger-cost",
+        action="store_true",
+        help="instead of the pages: an UPDATE of 200 orders and of one with the roll-up trigger and without, "
+        "and a burst of writes then the fold",
+    )
     args = parser.parse_args()
-    prepare_database(args.rebuild)
+    prepare_database(args.database, args.rebuild)
 
     import django
 
@@ -432,7 +548,7 @@ def main() -> None:
         build(args.orders, args.merchant_orders, args.merchants)
     else:
         log("reusing the data set")
-    for line in measure(args.runs):
+    for line in trigger_cost(args.runs) if args.trigger_cost else measure(args.runs):
         print(json.dumps(line), flush=True)
 
 

@@ -251,6 +251,15 @@ JOBS: tuple[JobSpec, ...] = (
         "then show as failed in the admin.",
     ),
     JobSpec(
+        name="fold-merchant-day-stats",
+        func="bnpl.merchant_portal.day_stats.day_stats_fold_task",
+        schedule_type=Schedule.MINUTES,
+        minutes=1,
+        description="Fold the merchant dashboard's pending deltas (written by triggers on orders and disputes) "
+        "into its daily roll-up and drop days past the horizon; a second run at once finds the lock taken and "
+        "returns. The dashboard reads the deltas too, so a late fold costs only a little more reading.",
+    ),
+    JobSpec(
         name="merchant-digests",
         func="bnpl.notifications.tasks.merchant_digests",
         schedule_type=Schedule.CRON,

@@ -1,9 +1,9 @@
 """The merchant's dashboard (/merchant/): the first page after log-in.
 
 Today, 7 and 30 days of 先享 orders, GMV, approval and charge success rates, overdue rates by DPD bucket,
-amounts the platform guaranteed, refunds and disputes (``selectors.merchant_dashboard``: three aggregate
-queries), with a daily chart (Chart.js, data through ``json_script``). Every figure links to the order list
-filtered to the orders behind it.
+amounts the platform guaranteed, refunds and disputes (``selectors.merchant_dashboard``: one query of the
+merchant's daily roll-up, bnpl/models/order_stats.py), with a daily chart (Chart.js, data through
+``json_script``). Every figure links to the order list filtered to the orders behind it.
 """
 
 from __future__ import annotations

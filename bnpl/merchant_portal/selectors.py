@@ -5,9 +5,9 @@ Built to stay fast for a merchant holding 100,000 orders in a table of millions:
 * the order list pages by **keyset** (``(sort key, id)`` after / before a cursor) on the indexes
   ``order_merchant_created_idx`` / ``order_merchant_status_idx`` / ``order_merchant_amount_idx``, never by
   OFFSET, and counts at most :data:`COUNT_CAP` rows ("10,000+");
-* the dashboard is two aggregate queries whatever the row count: the last 30 days of orders grouped by day with
-  every figure as a ``FILTER`` clause (the charge outcome from the order's own counter plus an index probe for the
-  paid ones), and the disputes on those orders by day; the windows are sums of days.
+* the dashboard is one query whatever the row count: 30 rows of the merchant's daily roll-up plus the deltas not
+  folded into it yet (bnpl/models/order_stats.py); the windows are sums of days. The straightforward computation
+  from the orders, which the roll-up must equal, is :func:`merchant_day_figures_scan`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,23 @@ from django.http import Http404
 from django.utils import timezone
 
 from bnpl.choices import OrderStatus
-from bnpl.models import ChargeAttempt, CreditOrder, Dispute, OrderEvent, Refund, UsageEvent
+from bnpl.models import (
+    ChargeAttempt,
+    CreditOrder,
+    Dispute,
+    MerchantDayDelta,
+    MerchantDayStats,
+    OrderEvent,
+    Refund,
+    UsageEvent,
+)
 from bnpl.models.charging import AttemptStatus
+from bnpl.models.order_stats import DAY_FIGURES
 from bnpl.money import ZERO
 from consumers.models import Consumer
 from merchants.models import Merchant
+
+from .day_stats import zero_figures
 
 S = OrderStatus
 PAGE_SIZE = 50
@@ -239,28 +251,52 @@ def merchant_order_detail(*, merchant: Merchant, order_id: int) -> OrderDetail:
 # --------------------------------------------------------------------------- dashboard
 
 WINDOWS: tuple[tuple[str, int], ...] = (("today", 0), ("7d", 6), ("30d", 29))
+#: The roll-up's DPD columns → the dashboard's names of the buckets.
+_DPD_FIGURES = dict(zip(("dpd_m0", "dpd_m1", "dpd_m2", "dpd_m3"), DPD_BUCKETS, strict=True))
 
 
 def _rate(part: int, whole: int) -> float | None:
     return round(100 * part / whole, 1) if whole else None
 
 
-def merchant_dashboard(*, merchant: Merchant, now: dt.datetime | None = None) -> dict[str, Any]:
-    """The dashboard's figures for today, 7 and 30 days (Beijing days, orders by creation), and a daily series.
+def merchant_day_figures(*, merchant: Merchant, first_day: dt.date) -> dict[dt.date, dict[str, Any]]:
+    """``merchant``'s dashboard figures by Beijing day of creation, ``first_day`` onwards, from the daily roll-up.
 
-    Two queries whatever the number of orders: the merchant's orders of the last 30 days grouped by Beijing day
-    with every figure as a ``FILTER`` aggregate (each row is read and tested once), and the disputes on those
-    orders by the same day; the windows are sums of days, in Python.
-
-    Returns ``{"windows": {"today": {...}, "7d": {...}, "30d": {...}}, "series": [...], "today": date}``;
-    each window holds counts, amounts (Decimal) and rates (percent, None without a denominator).
+    One statement, so one snapshot: the folded days (``MerchantDayStats``, one row a day) UNION ALL the deltas the
+    fold has not taken yet (``MerchantDayDelta``, summed by day), added up here. A fold commits its deletions and
+    its additions together, so each committed change is counted once whichever side it is on. The cost is about
+    two rows a day whatever the merchant's volume. Returns ``{day: {figure: value}}`` (``DAY_FIGURES`` keys) for
+    the days that have any row.
     """
-    now = timezone.localtime(now or timezone.now())
-    today = now.date()
-    first_day = today - dt.timedelta(days=WINDOWS[-1][1])
+    folded = (
+        MerchantDayStats.objects.filter(merchant=merchant, day__gte=first_day)
+        .order_by()
+        .values_list("day", *DAY_FIGURES)
+    )
+    pending = (
+        MerchantDayDelta.objects.filter(merchant=merchant, day__gte=first_day)
+        .order_by()
+        .values("day")
+        .annotate(**{f"pending_{name}": Sum(name) for name in DAY_FIGURES})
+        .values_list("day", *(f"pending_{name}" for name in DAY_FIGURES))
+    )
+    by_day: dict[dt.date, dict[str, Any]] = {}
+    for day, *values in folded.union(pending, all=True):
+        row = by_day.setdefault(day, zero_figures())
+        for name, value in zip(DAY_FIGURES, values, strict=True):
+            row[name] += value
+    return by_day
+
+
+def merchant_day_figures_scan(*, merchant: Merchant, first_day: dt.date) -> dict[dt.date, dict[str, Any]]:
+    """The same figures computed from the orders themselves: their definition, which the roll-up must equal.
+
+    What the dashboard ran before the roll-up (tests compare the two; an operator can too): every order of the
+    period read and tested once, "charged" looked up in the attempts (a succeeded one, partial unique index), and
+    the disputes by their order's day. Its cost grows with the merchant's volume (about a second for a merchant
+    with a million orders a year), so no page calls it.
+    """
     orders = CreditOrder.objects.filter(merchant=merchant, created_at__gte=day_start(first_day))
-    # Charged by the platform: a succeeded attempt, looked up (partial unique index on succeeded attempts) only for
-    # orders that are paid or refunded and had attempts — never a join over the whole attempts table.
     charged = Case(
         When(
             Q(charge_attempt_count__gt=0, status__in=CHARGED),
@@ -284,17 +320,15 @@ def merchant_dashboard(*, merchant: Merchant, now: dt.datetime | None = None) ->
         "guaranteed_amount": Sum("amount_due", filter=guaranteed, default=ZERO),
         "refunded": Count("id", filter=refunded),
         "refunded_amount": Sum("refunded_amount", filter=refunded, default=ZERO),
-        **{f"dpd_{b}": Count("id", filter=Q(status=S.OVERDUE, dpd_bucket=b)) for b in DPD_BUCKETS},
+        **{column: Count("id", filter=Q(status=S.OVERDUE, dpd_bucket=b)) for column, b in _DPD_FIGURES.items()},
     }
-    by_day = {
-        row.pop("day"): row
-        for row in orders.alias(charged_ok=charged)
-        .annotate(day=TruncDate("created_at"))
-        .values("day")
-        .annotate(**figures)
-        .order_by()
-    }
-    disputes = dict(
+    by_day: dict[dt.date, dict[str, Any]] = {}
+    for row in (
+        orders.alias(charged_ok=charged).annotate(day=TruncDate("created_at")).values("day").annotate(**figures)
+    ).order_by():
+        day = row.pop("day")
+        by_day[day] = {**zero_figures(), **row}
+    disputes = (
         Dispute.objects.filter(merchant=merchant, order__created_at__gte=day_start(first_day))
         .annotate(day=TruncDate("order__created_at"))
         .values("day")
@@ -302,17 +336,40 @@ def merchant_dashboard(*, merchant: Merchant, now: dt.datetime | None = None) ->
         .order_by()
         .values_list("day", "n")
     )
-    empty = {key: (ZERO if key in {"gmv", "guaranteed_amount", "refunded_amount"} else 0) for key in figures}
+    for day, n in disputes:
+        by_day.setdefault(day, zero_figures())["disputes"] = n
+    return by_day
+
+
+def _named(row: dict[str, Any]) -> dict[str, Any]:
+    """A day's figures under the dashboard's names (``dpd_m3`` → ``dpd_M3+``)."""
+    return {(f"dpd_{_DPD_FIGURES[key]}" if key in _DPD_FIGURES else key): value for key, value in row.items()}
+
+
+def merchant_dashboard(*, merchant: Merchant, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The dashboard's figures for today, 7 and 30 days (Beijing days, orders by creation), and a daily series.
+
+    The figures are the *current* state of the orders created on each day (an order created 20 days ago and
+    refunded today counts as refunded on its day). One query whatever the number of orders: the daily roll-up
+    (:func:`merchant_day_figures`); the windows are sums of days, in Python.
+
+    Returns ``{"windows": {"today": {...}, "7d": {...}, "30d": {...}}, "series": [...], "today": date}``;
+    each window holds counts, amounts (Decimal) and rates (percent, None without a denominator).
+    """
+    now = timezone.localtime(now or timezone.now())
+    today = now.date()
+    first_day = today - dt.timedelta(days=WINDOWS[-1][1])
+    by_day = {day: _named(row) for day, row in merchant_day_figures(merchant=merchant, first_day=first_day).items()}
+    empty = _named(zero_figures())
 
     windows: dict[str, dict[str, Any]] = {}
     for name, back in WINDOWS:
         start = today - dt.timedelta(days=back)
-        w: dict[str, Any] = dict(empty, disputes=0)
+        w: dict[str, Any] = dict(empty)
         for day, row in by_day.items():
             if start <= day <= today:
                 for key, value in row.items():
                     w[key] += value
-        w["disputes"] = sum(n for day, n in disputes.items() if start <= day <= today)
         w["approval_rate"] = _rate(w["approved"], w["approved"] + w["declined"])
         w["charge_success_rate"] = _rate(w["charged"], w["charge_tried"])
         w["overdue_rate"] = _rate(w["overdue"], w["billed"])

@@ -13,6 +13,7 @@ from .charging import ChargeAttempt, ChargeRun
 from .gateway import SandboxCharge, SandboxFaultConfig, SandboxFundingSource, SandboxPayout, SandboxRefund
 from .incentives import Campaign, CampaignProgress, Coupon
 from .ledger import LedgerAccount, LedgerEntry, LedgerTransaction
+from .order_stats import MerchantDayDelta, MerchantDayStats
 from .orders import Agreement, BillLine, CreditOrder, OrderEvent, UsageEvent
 from .settlement import (
     Dispute,
@@ -46,6 +47,8 @@ __all__ = [
     "LedgerEntry",
     "LedgerTransaction",
     "MerchantAudit",
+    "MerchantDayDelta",
+    "MerchantDayStats",
     "OrderEvent",
     "Payout",
     "PayoutAudit",

@@ -103,6 +103,11 @@ class CreditOrder(models.Model):
     guaranteed_at = models.DateTimeField(_("Guaranteed at"), null=True, blank=True)
     late_fee_amount = models.DecimalField(_("Late fee"), max_digits=12, decimal_places=2, default=0)
     paid_at = models.DateTimeField(_("Paid at"), null=True, blank=True)
+    # When the platform's own charge succeeded (never for an order paid elsewhere): written with the succeeded
+    # attempt by both charge paths (bnpl/charging.py, bnpl/charging_bulk.py), so that "charged by the platform" is
+    # a fact of the order row — what the merchant dashboard's statement-level roll-up can see (bnpl/models/
+    # order_stats.py) — rather than a probe of the attempts table per order.
+    charged_at = models.DateTimeField(_("Charged at"), null=True, blank=True)
     # --- After the charge and disputes (bnpl/refunds.py, bnpl/disputes.py; docs/settlement.md).
     # Σ of succeeded refunds, a cache kept in the refund's own transaction on the locked row; the CHECK below makes
     # "refunded ≤ charged" hold for every writer.
@@ -181,6 +186,14 @@ class CreditOrder(models.Model):
             models.Index(fields=["merchant", "-created_at", "-id"], name="order_merchant_created_idx"),
             models.Index(fields=["merchant", "status", "-created_at", "-id"], name="order_merchant_status_idx"),
             models.Index(fields=["merchant", "-max_amount", "-id"], name="order_merchant_amount_idx"),
+            # The overdue list by amount (collections' worklist). Without it a small merchant's page read every
+            # overdue order of the platform through order_overdue_id_idx: ids follow the table's physical order, so
+            # the planner costed that walk as sequential I/O (docs/performance.md, "Merchant portal pages").
+            models.Index(
+                fields=["merchant", "-max_amount", "-id"],
+                condition=Q(status="overdue"),
+                name="order_merchant_overdue_amt_idx",
+            ),
             # Agreement close check and open-order counts.
             models.Index(
                 fields=["agreement"], condition=Q(status__in=sorted(OPEN_STATUSES)), name="order_open_agreement_idx"

@@ -40,8 +40,10 @@ def make(listing, status, *, days_ago=0, **extra):
 
 
 def attempt(order, status, seq=1):
+    """An attempt as the charge paths record it: a success also stamps the order's ``charged_at``."""
     now = timezone.now()
-    CreditOrder.objects.filter(pk=order.pk).update(charge_attempt_count=seq)
+    stamp = {"charged_at": now} if status == "succeeded" else {}
+    CreditOrder.objects.filter(pk=order.pk).update(charge_attempt_count=seq, **stamp)
     return ChargeAttempt.objects.create(
         order=order,
         sequence=seq,

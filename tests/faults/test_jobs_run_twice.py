@@ -47,7 +47,7 @@ from bnpl.gateway.sandbox import InProcessSandboxGateway
 from bnpl.gateway.services import sandbox_faults_set
 from bnpl.incentives import campaign_create
 from bnpl.ledger import ledger_check
-from bnpl.models import ChargeAttempt, Coupon, OrderEvent, Payout, Refund
+from bnpl.models import ChargeAttempt, Coupon, CreditOrder, OrderEvent, Payout, Refund
 from bnpl.models.incentives import BenefitKind
 from bnpl.notifications import backends
 from bnpl.notifications.services import notify
@@ -74,7 +74,9 @@ DAY = timedelta(days=1)
 
 
 # Per-run bookkeeping, not effects: each run of the charge jobs writes its own ChargeRun row by design.
-NOT_EFFECTS = {"bnpl.ChargeRun"}
+NOT_EFFECTS = {"bnpl.ChargeRun", "bnpl.MerchantDayDelta"}
+# (MerchantDayDelta: the dashboard roll-up's pending changes, written by triggers for every statement that changes
+# orders — how many depends on the statements, not on what changed; the fold job's effect is the roll-up rows.)
 # The audit trail (bnpl/models/audit.py, pghistory events) records writes, not effects; the effects it audits
 # are counted directly.
 # Columns whose histogram is part of the world: the states jobs move rows between.
@@ -228,6 +230,16 @@ def due_expired_confirmations(_receiver: Receiver) -> Due:
 def due_nothing(_receiver: Receiver) -> Due:
     """The heartbeat sweeps nothing: its one effect, a stored task result, is django-q2's."""
     return Due(expect={})
+
+
+def due_day_stats(_receiver: Receiver) -> Due:
+    """Orders of two merchants on two days, not folded yet: one fold writes a roll-up row per merchant and day."""
+    first, second = _listing(), _listing()
+    order_in(S.ACTIVE, listing=first, consumer=ConsumerFactory())
+    order_in(S.ACTIVE, listing=second, consumer=ConsumerFactory())
+    older = order_in(S.ACTIVE, listing=first, consumer=ConsumerFactory())
+    CreditOrder.objects.filter(pk=older.pk).update(created_at=timezone.now() - 3 * DAY)
+    return Due(expect={"bnpl.MerchantDayStats": 3})
 
 
 def due_charges(_receiver: Receiver) -> Due:
@@ -597,6 +609,7 @@ ARRANGERS: dict[str, Callable[[Receiver], Due]] = {
     "send-reminders": due_reminders,
     "deliver-notifications": due_deliveries,
     "merchant-digests": due_digests,
+    "fold-merchant-day-stats": due_day_stats,
 }
 
 
