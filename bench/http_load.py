@@ -3,8 +3,8 @@
     .venv/bin/python bench/http_load.py                          # 20 s per endpoint, 16 connections
     .venv/bin/python bench/http_load.py --duration 8 --connections 8 --only admission healthz
 
-Runs in its own database (``bnpl_hl`` on the server DATABASE_URL names, or on the embedded server), which it
-drops and migrates first, with production-like settings (``bench/benchdb.py``: DEBUG off, persistent
+Runs in its own database (``bnpl_hl``, or ``--database``, on the server DATABASE_URL names, or on the embedded
+server), which it drops and migrates first, with production-like settings (``bench/benchdb.py``: DEBUG off, persistent
 connections as a deployment sets them, quiet logs) and ``collectstatic`` (DEBUG off serves the hashed files
 through whitenoise, as in production). It seeds, through the services, one approved merchant with a live API
 key and an agreement-mode listing, ``--consumers`` consumers each with a signed agreement and one active
@@ -419,6 +419,7 @@ def check_database(nonce: str, results: dict[str, dict[str, Any]], in_flight: in
 
 
 def main() -> None:
+    global BENCH_DB  # prepare_database() and the messages read the module's name
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=20, help="seconds per endpoint (default 20)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
@@ -429,7 +430,11 @@ def main() -> None:
         "--admission-consumers", type=int, default=20000, help="consumers the admission run orders for (default 20000)"
     )
     parser.add_argument("--only", nargs="*", help="run only these endpoints (names as in the table)")
+    parser.add_argument(
+        "--database", default=BENCH_DB, help=f"the bench database, dropped and re-created (default {BENCH_DB})"
+    )
     args = parser.parse_args()
+    BENCH_DB = args.database
 
     wrk = shutil.which("wrk")
     if wrk is None:

@@ -10,6 +10,7 @@ column. Database triggers fire as for any INSERT; Django signals are not sent (a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -33,11 +34,19 @@ def reserve_pks(model: type[models.Model], n: int) -> list[int]:
     pk = model._meta.pk
     assert pk is not None
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [model._meta.db_table, pk.column, n],
-        )
+        # The sequence's name is looked up once per process: ``nextval(pg_get_serial_sequence(…))`` in the
+        # select list resolves it again for every row (a stable function is not folded), three times the
+        # cost of the nextval calls themselves on a charge-run chunk.
+        sequence = _sequences.get(model._meta.db_table)
+        if sequence is None:
+            cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [model._meta.db_table, pk.column])
+            sequence = _sequences[model._meta.db_table] = cursor.fetchone()[0]
+        cursor.execute("SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [sequence, n])
         return [value for (value,) in cursor.fetchall()]
+
+
+# The sequence behind each table's automatic primary key (names do not change while the process runs).
+_sequences: dict[str, str] = {}
 
 
 def copy_insert(objs: Sequence[models.Model]) -> None:
@@ -69,6 +78,41 @@ def copy_insert(objs: Sequence[models.Model]) -> None:
     for obj in objs:
         obj._state.adding = False
         obj._state.db = connection.alias
+
+
+@functools.cache
+def _copy_sql(model: type[models.Model], columns: tuple[str, ...]) -> str:
+    """The COPY statement of :func:`copy_tuples`; refuses a column list that leaves a column to chance."""
+    meta = model._meta
+    pk = meta.pk
+    assert pk is not None
+    known = {field.column for field in _columns(model, with_pk=False)}
+    if set(columns) != known or len(columns) != len(known):
+        missing, unknown = sorted(known - set(columns)), sorted(set(columns) - known)
+        raise ValueError(f"{meta.db_table}: give every column once (missing {missing}, unknown {unknown})")
+    quote = connection.ops.quote_name
+    return f"COPY {quote(meta.db_table)} ({', '.join(quote(c) for c in (pk.column, *columns))}) FROM STDIN"
+
+
+def copy_tuples(model: type[models.Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[int]:
+    """Insert ``rows`` (tuples of database-ready values, one per column) with ``COPY``; returns their new ids.
+
+    :func:`copy_insert` without the model instances: for the chunk paths that already hold plain values,
+    building an instance and preparing each field costs more than the insert (docs/charging.md,
+    "Performance"). ``columns`` must name every column but the automatic primary key, so a column added to
+    the model later cannot silently be left empty; values are not prepared (give JSON as text, amounts as
+    ``Decimal``). The ids are reserved with one ``nextval`` query, so the rows are named without ``RETURNING``.
+    """
+    if not rows:
+        return []
+    meta = model._meta
+    assert meta.pk is not None and isinstance(meta.pk, models.AutoField | models.BigAutoField)
+    sql = _copy_sql(model, tuple(columns))
+    ids = reserve_pks(model, len(rows))
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for pk, row in zip(ids, rows, strict=True):
+            copy.write_row((pk, *row))
+    return ids
 
 
 def insert_keys_ignoring_conflicts(model: type[models.Model], keys: Iterable[Any], *, key_field: str) -> None:

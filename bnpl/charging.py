@@ -24,13 +24,14 @@ has asked the gateway what happened under that key.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -252,6 +253,7 @@ def _apply_success(order: CreditOrder, attempt: ChargeAttempt, result: GatewayRe
     attempt.save(update_fields=["status", "gateway_reference", "message", "finished_at"])
     order.charge_in_flight = False
     order.next_attempt_at = None
+    order.charged_at = now  # the platform charged it (the dashboard's "charged"; bnpl/models/orders.py)
     _ensure_completion_posted(order)
     post_charge(order, attempt_key=attempt.idempotency_key, amount=attempt.amount)
     charge_webhook(attempt=attempt, order=order)
@@ -259,7 +261,7 @@ def _apply_success(order: CreditOrder, attempt: ChargeAttempt, result: GatewayRe
         # Cannot happen through the services (paying elsewhere and writing off are refused while a charge is
         # in flight), but money moved, so it is recorded and staff are told rather than the outcome dropped.
         logger.error("order %s was %s when charge %s succeeded; refund it", order.pk, order.status, attempt.pk)
-        order.save(update_fields=["charge_in_flight", "next_attempt_at", "updated_at"])
+        order.save(update_fields=["charge_in_flight", "next_attempt_at", "charged_at", "updated_at"])
         OrderEvent.objects.create(
             order=order,
             actor_kind=ActorKind.SYSTEM,
@@ -285,7 +287,7 @@ def _apply_success(order: CreditOrder, attempt: ChargeAttempt, result: GatewayRe
         actor_kind=_event_actor_kind(attempt),
         reason=_("Charged"),
         data={"attempt": attempt.idempotency_key, "amount": str(attempt.amount), "reference": result.reference},
-        update_fields=["hold_amount", "paid_at", "charge_in_flight", "next_attempt_at"],
+        update_fields=["hold_amount", "paid_at", "charge_in_flight", "next_attempt_at", "charged_at"],
     )
     if was_overdue:
         overdue_pause_lift(actor=attempt.actor, order=order)
@@ -485,6 +487,7 @@ def run_charges(
     resend_pending_after: timedelta | None = None,
     time_budget: timedelta | None = None,
     worker: str = "",
+    recorders: int | None = None,
 ) -> ChargeRun:
     """One charge run by this worker: charge every due order it can claim; returns its :class:`ChargeRun`.
 
@@ -492,9 +495,14 @@ def run_charges(
     twice): orders are claimed with ``SKIP LOCKED`` and each attempt is recorded once.
     Stalled pending attempts (older than ``resend_pending_after``, default
     ``BNPL_CHARGE_RESEND_PENDING_AFTER``) are sent again first, with their own keys.
-    Chunks are pipelined: the next chunk's gateway calls run while the previous chunk
-    is recorded. The run stops when nothing is due, after ``max_orders`` attempts, or
-    when ``time_budget`` (default ``BNPL_CHARGE_RUN_TIME_BUDGET``) is spent.
+    Chunks are pipelined: the next chunk's gateway calls run while the previous chunks
+    are recorded, by up to ``recorders`` (default ``BNPL_CHARGE_RECORDERS``, one when
+    ``threads`` is 1) threads at once, each chunk in its own transaction with its own connection. Recording is mostly
+    database work, so a second recorder keeps the database busy while the first one's
+    Python runs (docs/charging.md, "Performance"); two chunks never share an order, and
+    both take their locks in the one order every writer uses, as two runs side by side
+    do. The run stops when nothing is due, after ``max_orders`` attempts, or when
+    ``time_budget`` (default ``BNPL_CHARGE_RUN_TIME_BUDGET``) is spent.
     Must not be called inside a transaction.
     """
     chunk_size = chunk_size or settings.BNPL_CHARGE_CHUNK_SIZE
@@ -506,49 +514,100 @@ def run_charges(
     _fail_stale_runs(timezone.now())
     run = ChargeRun.objects.create(kind=ChargeRunKind.CHARGE, worker=worker or _worker_id())
     sender = _Sender(threads)
-    in_hand: set[int] = set()  # attempts this run sent and has not recorded (never resent by itself)
+    # threads=1 keeps the whole run on the calling thread and its connection (tests, the sequential breakdown).
+    recorder = _Recorder(run, recorders or (settings.BNPL_CHARGE_RECORDERS if threads > 1 else 1))
     total = 0
-    previous: tuple[list[Outgoing], Callable[[], list[tuple[GatewayResult, bool]]], int] | None = None
     try:
         while True:
-            chunk: tuple[list[Outgoing], Callable[[], list[tuple[GatewayResult, bool]]], int] | None = None
             room = chunk_size if max_orders is None else min(chunk_size, max_orders - total)
+            items: list[Outgoing] = []
             if room > 0 and time.monotonic() - started < budget:
                 now = timezone.now()
-                items = claim_stalled(limit=room, now=now, older_than=resend_after, exclude=in_hand)
+                items = claim_stalled(limit=room, now=now, older_than=resend_after, exclude=recorder.in_hand())
                 resent = len(items)
                 if len(items) < room:
                     items += claim_due(run_id=run.pk, limit=room - len(items), now=now)
-                if items:
-                    total += len(items)
-                    in_hand.update(item.attempt_id for item in items)
-                    chunk = (items, sender.submit(lambda item: _charge_one(gateway, item), items), resent)
-            if previous is not None:
-                _record_chunk(run, previous, in_hand)
-            if chunk is None:
+            if not items:
                 break
-            previous = chunk
+            total += len(items)
+            recorder.record((items, sender.submit(lambda item: _charge_one(gateway, item), items), resent))
+        recorder.finish()
     except BaseException as exc:
+        recorder.abandon()
         _finish_run(run, status=ChargeRunStatus.FAILED, note=f"{type(exc).__name__}: {exc}"[:2000])
         raise
     finally:
         sender.close()
+        recorder.close()
     return _finish_run(run, status=ChargeRunStatus.FINISHED)
 
 
-def _record_chunk(
-    run: ChargeRun,
-    chunk: tuple[list[Outgoing], Callable[[], list[tuple[GatewayResult, bool]]], int],
-    in_hand: set[int],
-) -> None:
-    items, collect, resent = chunk
-    results = collect()
-    tally, _replacements, unrecorded = _record_results(
-        [(item, r) for item, (r, _e) in zip(items, results, strict=True)]
-    )
-    tally.errors += sum(1 for _r, error in results if error)
-    _add_to_run(run, tally, claimed=len(items) - resent, resent=resent)
-    in_hand.difference_update(item.attempt_id for item in items if item.attempt_id not in unrecorded)
+_Chunk = tuple[list[Outgoing], Callable[[], list[tuple[GatewayResult, bool]]], int]
+
+
+class _Recorder:
+    """Records a run's chunks, up to ``recorders`` at once, each on its own thread and connection.
+
+    :meth:`record` is called once a chunk's gateway calls are started. It waits while ``recorders``
+    chunks are being recorded (so a slow database slows the claiming down instead of piling chunks
+    up), then hands the chunk over. With one recorder the previous chunk is recorded on the calling
+    thread while this one's calls run, as before. ``in_hand`` holds the attempts sent and not yet
+    recorded: the run never resends those itself (``claim_stalled``).
+    """
+
+    def __init__(self, run: ChargeRun, recorders: int) -> None:
+        self.run = run
+        self.recorders = max(1, int(recorders))
+        self.pool = ThreadPoolExecutor(self.recorders, thread_name_prefix="record") if self.recorders > 1 else None
+        self.pending: list[Future[None]] = []
+        self.previous: _Chunk | None = None  # one recorder: the chunk whose calls run while the last is recorded
+        self.lock = threading.Lock()
+        self._in_hand: set[int] = set()
+
+    def in_hand(self) -> set[int]:
+        with self.lock:
+            return set(self._in_hand)
+
+    def record(self, chunk: _Chunk) -> None:
+        with self.lock:
+            self._in_hand.update(item.attempt_id for item in chunk[0])
+        if self.pool is None:
+            previous, self.previous = self.previous, chunk
+            if previous is not None:
+                self._record(previous)
+            return
+        while len(self.pending) >= self.recorders:
+            self.pending.pop(0).result()  # the oldest first: a failure stops the run as it did in line
+        self.pending.append(self.pool.submit(self._record, chunk))
+
+    def finish(self) -> None:
+        if self.previous is not None:
+            previous, self.previous = self.previous, None
+            self._record(previous)
+        while self.pending:
+            self.pending.pop(0).result()
+
+    def abandon(self) -> None:
+        """After a failure: let the chunks already handed over finish (their gateway calls are made)."""
+        for future in self.pending:
+            with contextlib.suppress(Exception):
+                future.result()
+        self.pending.clear()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            shutdown_closing_connections(self.pool, self.recorders)
+
+    def _record(self, chunk: _Chunk) -> None:
+        items, collect, resent = chunk
+        results = collect()
+        tally, _replacements, unrecorded = _record_results(
+            [(item, r) for item, (r, _e) in zip(items, results, strict=True)]
+        )
+        tally.errors += sum(1 for _r, error in results if error)
+        _add_to_run(self.run, tally, claimed=len(items) - resent, resent=resent)
+        with self.lock:
+            self._in_hand.difference_update(item.attempt_id for item in items if item.attempt_id not in unrecorded)
 
 
 def reconcile_unknown_attempts(

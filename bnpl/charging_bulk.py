@@ -9,6 +9,7 @@ same lock order — and fall back to it for anything unusual (docs/charging.md).
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -28,15 +29,14 @@ from consumers.models import Consumer, PromiseRecord
 from consumers.services import credit_holds_release_many, promise_records_add_many
 from merchants.models import Merchant, WebhookEndpoint
 from merchants.services import PendingWebhookEvent, webhook_events_enqueue_many
-from scoring.models import ConsumerFeatures
 from scoring.services import features_on_charge_attempt, features_on_promises_kept
 
-from .bulk_sql import copy_insert
+from .bulk_sql import copy_tuples
 from .choices import ActorKind, OrderStatus
 from .gateway.base import ChargeOutcome, GatewayResult
 from .incentives import incentives_on_promises_kept
 from .ledger import ledger_account_code, ledger_account_for, post_completion
-from .models import ChargeAttempt, CreditOrder, LedgerAccount, LedgerTransaction, OrderEvent
+from .models import ChargeAttempt, CreditOrder, OrderEvent
 from .models.charging import IN_FLIGHT_STATUSES, AttemptStatus, ChargeTrigger
 from .models.gateway import SandboxFundingSource
 from .models.ledger import AccountKind, TransactionKind
@@ -105,9 +105,13 @@ def funding_tokens(consumer_ids: Iterable[int]) -> dict[int, str]:
 
 
 def completion_posted(order_ids: Iterable[int]) -> set[int]:
+    """The orders among ``order_ids`` whose completion is posted (one query, the keys as one array)."""
     keys = {f"completion:{pk}": pk for pk in order_ids}
-    found = LedgerTransaction.objects.filter(idempotency_key__in=list(keys)).values_list("idempotency_key", flat=True)
-    return {keys[key] for key in found}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT idempotency_key FROM bnpl_ledgertransaction WHERE idempotency_key = ANY(%s)", [list(keys)]
+        )
+        return {keys[key] for (key,) in cursor.fetchall()}
 
 
 # --------------------------------------------------------------------------- recording outcomes (a chunk)
@@ -162,7 +166,9 @@ def _account_ids(consumer_ids: set[int], merchant_ids: set[int]) -> dict[str, in
     for pk in merchant_ids:
         code = ledger_account_code(AccountKind.MERCHANT_PAYABLE, merchant_id=pk)
         wanted[code] = {"kind": AccountKind.MERCHANT_PAYABLE, "merchant": pk}
-    ids = dict(LedgerAccount.objects.filter(code__in=list(wanted)).values_list("code", "pk"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT code, id FROM bnpl_ledgeraccount WHERE code = ANY(%s)", [list(wanted)])
+        ids = dict(cursor.fetchall())
     for code, spec in wanted.items():
         if code not in ids:
             ids[code] = ledger_account_for(spec.pop("kind"), **spec).pk
@@ -255,6 +261,8 @@ WHERE a.id = v.id
 """
 _UPDATE_ORDERS = """
 UPDATE bnpl_creditorder o SET status = v.status, hold_amount = v.hold_amount, paid_at = v.paid_at,
+    -- This path marks an order paid only on its succeeded attempt: charged by the platform, at paid_at.
+    charged_at = CASE WHEN v.status = 'paid' THEN v.paid_at ELSE o.charged_at END,
     charge_in_flight = false, next_attempt_at = v.next_attempt_at, charge_failure_count = v.charge_failure_count,
     collecting_since = v.collecting_since, updated_at = %s
 FROM unnest(%s::bigint[], %s::text[], %s::numeric[], %s::timestamptz[], %s::timestamptz[], %s::int[],
@@ -317,7 +325,7 @@ def record_batch(
             else:
                 tally.count(AttemptStatus.UNKNOWN, attempt.amount)  # asked again, still unknown
 
-        events: list[OrderEvent] = []
+        events: list[_Event] = []
         postings: list[_Posting] = []
         # Per consumer: hold to release, orders paid (promise records), failed charges (scoring).
         releases: dict[int, Decimal] = defaultdict(lambda: ZERO)
@@ -368,7 +376,7 @@ def record_batch(
                 attempt.message = result.message[:MESSAGE_MAX]
                 attempt.finished_at = now
                 events.append(
-                    OrderEvent(
+                    _Event(
                         order_id=order.pk,
                         actor_id=attempt.actor_id,
                         actor_kind=ACTOR_KIND_BY_TRIGGER.get(attempt.trigger, ActorKind.SYSTEM),
@@ -394,7 +402,7 @@ def record_batch(
             order.collecting_since = order.collecting_since or now
             if order.status == S.COMPLETED:
                 events.append(
-                    OrderEvent(
+                    _Event(
                         order_id=order.pk,
                         actor_id=attempt.actor_id,
                         actor_kind=ACTOR_KIND_BY_TRIGGER.get(attempt.trigger, ActorKind.SYSTEM),
@@ -444,26 +452,61 @@ def record_batch(
                     [o.collecting_since for o in touched],
                 ],
             )
-        copy_insert(events)  # bulk_create's per-value literals cost more than the insert (bnpl.bulk_sql)
-        _enqueue_webhooks(events, charged={a.pk: o.pk for a, o, _r in successes + failures})
+        written = _insert_events(events, now)
+        _enqueue_webhooks(
+            written,
+            charged={a.pk: o.pk for a, o, _r in successes + failures},
+            merchant_of={o.pk: o.merchant_id for o in orders.values()},
+            now=now,
+        )
         _post_batch(postings)
         _consumer_side_effects(releases=releases, paid_by_consumer=paid_by_consumer, failed=failed_consumers, now=now)
     return tally, rest
 
 
-def _enqueue_webhooks(events: list[OrderEvent], *, charged: dict[int, int]) -> None:
+@dataclass(slots=True)
+class _Event:
+    """An order event of the chunk, as plain values (written with COPY; an ``OrderEvent`` only if announced)."""
+
+    order_id: int
+    actor_id: int | None
+    actor_kind: str
+    from_status: str
+    to_status: str
+    reason: str
+    data: dict[str, Any]
+
+
+_EVENT_COLUMNS = ("order_id", "actor_id", "actor_kind", "from_status", "to_status", "reason", "data", "created_at")
+
+
+def _insert_events(events: list[_Event], now: datetime) -> list[tuple[int, _Event]]:
+    """Write the chunk's order events with one COPY (the rows ``OrderEvent.objects.create`` writes); returns
+    them with their ids. Model instances and per-field preparation cost more than the insert at a chunk's size.
+    """
+    rows = [
+        (e.order_id, e.actor_id, e.actor_kind, e.from_status, e.to_status, e.reason, json.dumps(e.data), now)
+        for e in events
+    ]
+    return list(zip(copy_tuples(OrderEvent, _EVENT_COLUMNS, rows), events, strict=True))
+
+
+def _enqueue_webhooks(
+    written: list[tuple[int, _Event]], *, charged: dict[int, int], merchant_of: dict[int, int], now: datetime
+) -> None:
     """Queue a chunk's webhooks as the one-attempt path does: ``charge.<outcome>`` then ``order.<status>``.
 
-    ``charged`` maps the attempts that succeeded or were declined to their orders. Only merchants
-    with an active endpoint can receive anything; for the others nothing more is read (two queries
-    for the chunk). For the rest the payloads are built from one read of the orders and attempts,
+    ``charged`` maps the attempts that succeeded or were declined to their orders, ``merchant_of``
+    the chunk's orders to their merchants (read under the chunk's locks). Only merchants with an
+    active endpoint can receive anything; for the others nothing more is read (one query for the
+    chunk). For the rest the payloads are built from one read of the orders and attempts,
     and the events and deliveries are written with ``webhook_events_enqueue_many`` (three
     statements): a few statements per chunk, not ten per order, while the chunk holds its locks.
     """
-    if not events and not charged:
+    if not written and not charged:
         return
-    order_ids = {e.order_id for e in events} | set(charged.values())
-    merchant_of = dict(CreditOrder.objects.filter(pk__in=order_ids).values_list("pk", "merchant_id"))
+    order_ids = {e.order_id for _pk, e in written} | set(charged.values())
+    merchant_of = {pk: merchant_of[pk] for pk in order_ids}
     listening = set(
         WebhookEndpoint.objects.filter(merchant_id__in=set(merchant_of.values()), is_active=True).values_list(
             "merchant_id", flat=True
@@ -497,10 +540,21 @@ def _enqueue_webhooks(events: list[OrderEvent], *, charged: dict[int, int]) -> N
         if order_id in attempt_of:
             attempt = attempt_of[order_id]
             add(orders[order_id], f"charge.{attempt.status}", charge_payload(attempt, orders[order_id]))
-    for event in events:
-        if event.order_id in wanted_ids:
-            order = orders[event.order_id]
-            add(order, f"order.{event.to_status}", order_event_payload(order, event))
+    for pk, e in written:
+        if e.order_id in wanted_ids:
+            order = orders[e.order_id]
+            event = OrderEvent(
+                pk=pk,
+                order_id=e.order_id,
+                actor_id=e.actor_id,
+                actor_kind=e.actor_kind,
+                from_status=e.from_status,
+                to_status=e.to_status,
+                reason=e.reason,
+                data=e.data,
+                created_at=now,
+            )
+            add(order, f"order.{e.to_status}", order_event_payload(order, event))
     webhook_events_enqueue_many(pending)
 
 
@@ -539,11 +593,12 @@ def _consumer_side_effects(
     if not failed and not paid_by_consumer:
         return
     # A success matters to scoring only when it clears earlier failures; most consumers have none.
-    clears = set(
-        ConsumerFeatures.objects.filter(
-            pk__in=[pk for pk in paid_by_consumer if pk not in failed], charge_failures__gt=0
-        ).values_list("pk", flat=True)
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT consumer_id FROM scoring_consumerfeatures WHERE consumer_id = ANY(%s) AND charge_failures > 0",
+            [[pk for pk in paid_by_consumer if pk not in failed]],
+        )
+        clears = {pk for (pk,) in cursor.fetchall()}
     if not failed and not clears:
         return
     consumers = Consumer.objects.in_bulk(sorted(set(failed) | clears))

@@ -18,6 +18,7 @@ an order's money facts arise: completion (``post_completion``) and payment elsew
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +46,7 @@ from merchants.pricing import BillLineDraft, PricingRuleError, UsageItem, bill_t
 from scoring.choices import DecisionChannel, ReasonCode
 from scoring.services import admission_assess, features_on_order_opened, features_on_promise_record
 
+from . import sql_rows
 from .choices import ALLOWED_TRANSITIONS, OPEN_STATUSES, USAGE_STATUSES, ActorKind, AgreementStatus, OrderStatus
 from .exceptions import InsufficientCredit, InvalidTransition, NotAllowed, ValidationFailed
 from .incentives import coupon_line_name, coupon_redeem_for_order, incentives_on_promise_record
@@ -125,7 +127,7 @@ def _move(
     """Apply one transition of a locked order and write its event, in the caller's transaction."""
     if to not in ALLOWED_TRANSITIONS[order.status]:
         raise _refusal(order, to)
-    event = OrderEvent.objects.create(
+    event = OrderEvent(
         order=order,
         actor=actor,
         actor_kind=actor_kind,
@@ -134,8 +136,9 @@ def _move(
         reason=reason,
         data=dict(data or {}),
     )
+    sql_rows.insert(event)  # save() and save(update_fields=…), each statement built once
     order.status = to
-    order.save(update_fields=["status", "updated_at", *update_fields])
+    sql_rows.update(order, ["status", "updated_at", *update_fields])
     # The merchant's webhook (order.<to>) is queued in this same transaction: no callback for a rollback.
     order_event_webhook(order=order, event=event)
     return event
@@ -365,6 +368,7 @@ def _admit(
     actor: Actor,
     actor_kind: str,
     extra_update: Sequence[str] = (),
+    listing_is_fresh: bool = False,
 ) -> CreditOrder:
     """Assess the consumer and take the hold: the order ends ``active`` or ``declined``.
 
@@ -374,7 +378,11 @@ def _admit(
     other decline so the caller can show the reasons.
     """
     decision: AdmissionDecision = admission_assess(
-        consumer=consumer, listing=order.listing, amount=order.max_amount, channel=channel
+        consumer=consumer,
+        listing=order.listing,
+        amount=order.max_amount,
+        channel=channel,
+        listing_is_fresh=listing_is_fresh,
     )
     order.decision = decision
     now = timezone.now()
@@ -418,6 +426,32 @@ def _admit(
     return order
 
 
+@functools.cache
+def _valid_agreement_sql() -> str:
+    meta = Agreement._meta
+    column = {name: f'a."{meta.get_field(name).column}"' for name in ("id", "consumer", "listing", "status")}
+    # At most one valid agreement per consumer and listing (agreement_one_valid_per_listing).
+    return (
+        f'SELECT {sql_rows.columns(Agreement, "a")} FROM "{meta.db_table}" a '  # noqa: S608
+        f"WHERE {column['consumer']} = %s AND {column['listing']} = %s AND {column['status']} = %s "
+        f"AND (%s::bigint IS NULL OR {column['id']} = %s::bigint) LIMIT 1 FOR UPDATE"
+    )
+
+
+def _valid_agreement_locked(*, consumer_id: int, listing_id: int, agreement_id: int | None) -> Agreement | None:
+    """The consumer's valid agreement for the listing (that one, if ``agreement_id``), locked; None if none.
+
+    Hand-written (``bnpl.sql_rows``): every API order under an agreement runs it, and compiling the
+    queryset cost more than the locked read.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _valid_agreement_sql(), [consumer_id, listing_id, AgreementStatus.VALID, agreement_id, agreement_id]
+        )
+        row = cursor.fetchone()
+    return None if row is None else sql_rows.instance(Agreement, row)
+
+
 @transaction.atomic(durable=True)
 def credit_order_create(
     *,
@@ -430,6 +464,7 @@ def credit_order_create(
     max_amount: Decimal | str | None = None,
     title: str = "",
     agreement: Agreement | None = None,
+    listing_is_fresh: bool = False,
 ) -> CreditOrder:
     """Place a credit order (先享订单) with a merchant, from the API or the catalogue.
 
@@ -443,8 +478,15 @@ def credit_order_create(
     agreement; the order is assessed at once and ends ``active`` (its cap held against
     the limit) or ``declined`` — a declined order is returned, not raised, so that the
     caller can show the reasons.
+
+    The listing and its merchant are read again, so that a caller holding them from an
+    earlier request cannot order from a listing or merchant paused since. A caller that
+    has just read both in this request (the API: ``listing_get_for_merchant`` with the
+    key's merchant) passes ``listing_is_fresh=True`` to skip that read: neither read
+    takes a lock, so reading again a few milliseconds later would guarantee nothing more.
     """
-    listing = _fresh_listing(listing)
+    if not listing_is_fresh:
+        listing = _fresh_listing(listing)
     if listing.merchant_id != merchant.pk:
         message = _("This service belongs to another merchant.")
         raise ValidationFailed(message, fields={"listing": message})
@@ -474,12 +516,9 @@ def credit_order_create(
             raise ValidationFailed(message, code="agreement_required", fields={"consumer": message})
         # Locking the agreement serialises this order with agreement_close: a close that won
         # the lock has made the row closed, and the re-checked WHERE clause finds nothing.
-        locked = Agreement.objects.select_for_update().filter(
-            consumer=consumer, listing=listing, status=AgreementStatus.VALID
+        agreement = _valid_agreement_locked(
+            consumer_id=consumer.pk, listing_id=listing.pk, agreement_id=None if agreement is None else agreement.pk
         )
-        if agreement is not None:
-            locked = locked.filter(pk=agreement.pk)
-        agreement = locked.first()
         if agreement is None:
             message = _("The consumer has no valid agreement for this service.")
             raise ValidationFailed(message, code="agreement_required", fields={"agreement": message})
@@ -487,40 +526,51 @@ def credit_order_create(
         message = _("This service is confirmed order by order; it takes no agreement.")
         raise ValidationFailed(message, fields={"agreement": message})
 
-    if CreditOrder.objects.filter(merchant=merchant, out_order_no=out_order_no).exists():
-        raise _duplicate_out_order_no(out_order_no)
+    # A number already used is found by the unique constraint, not by a read first: one statement
+    # for the usual new number, and two requests with the same number at once are decided the same
+    # way. No savepoint either: nothing is written before this INSERT, so the failed statement
+    # aborts a transaction that the refusal rolls back anyway.
+    order = CreditOrder(
+        merchant=merchant,
+        listing=listing,
+        consumer=consumer,
+        agreement=agreement,
+        out_order_no=out_order_no,
+        title=title,
+        scenario=listing.scenario,
+        confirm_mode=listing.confirm_mode,
+        pricing_rule=listing.pricing_rule,
+        status=S.CREATED,
+        max_amount=amount,
+    )
     try:
-        with transaction.atomic():
-            order = CreditOrder.objects.create(
-                merchant=merchant,
-                listing=listing,
-                consumer=consumer,
-                agreement=agreement,
-                out_order_no=out_order_no,
-                title=title,
-                scenario=listing.scenario,
-                confirm_mode=listing.confirm_mode,
-                pricing_rule=listing.pricing_rule,
-                status=S.CREATED,
-                max_amount=amount,
-            )
+        sql_rows.insert(order)  # save(), without compiling the INSERT each time (every API order)
     except IntegrityError as exc:
-        # Two requests with the same number at once: the constraint decides, the loser is told.
         if _constraint_name(exc) != "order_out_order_no_unique":
             raise
         raise _duplicate_out_order_no(out_order_no) from None
-    OrderEvent.objects.create(
-        order=order,
-        actor=actor,
-        actor_kind=actor_kind,
-        from_status="",
-        to_status=S.CREATED,
-        data={"max_amount": str(amount)},
+    sql_rows.insert(
+        OrderEvent(
+            order=order,
+            actor=actor,
+            actor_kind=actor_kind,
+            from_status="",
+            to_status=S.CREATED,
+            data={"max_amount": str(amount)},
+        )
     )
 
     if is_agreement:
         assert consumer is not None
-        return _admit(order, consumer=consumer, channel=DecisionChannel.ORDER, actor=actor, actor_kind=actor_kind)
+        # The listing and its merchant were read in this transaction (above, or by the caller just before).
+        return _admit(
+            order,
+            consumer=consumer,
+            channel=DecisionChannel.ORDER,
+            actor=actor,
+            actor_kind=actor_kind,
+            listing_is_fresh=True,
+        )
 
     order.confirmation_token = secrets.token_urlsafe(32)
     order.expires_at = timezone.now() + timedelta(minutes=listing.order_ttl_minutes)

@@ -258,6 +258,8 @@ BNPL_SCHEDULER_STALE_AFTER = timedelta(seconds=env.int("BNPL_SCHEDULER_STALE_AFT
 # Charging and collection (docs/charging.md).
 BNPL_CHARGE_CHUNK_SIZE = env.int("BNPL_CHARGE_CHUNK_SIZE", default=200)
 BNPL_CHARGE_THREADS = env.int("BNPL_CHARGE_THREADS", default=16)
+# Chunks of one run recorded at once, each on its own connection (docs/charging.md, "Performance").
+BNPL_CHARGE_RECORDERS = env.int("BNPL_CHARGE_RECORDERS", default=2)
 # The scheduled charge run enqueues up to this many runs in all (itself included) when a backlog is due, so that
 # every worker of every cluster shares it: set it to the total number of workers (docs/scaling.md).
 BNPL_CHARGE_RUN_FAN_OUT = env.int("BNPL_CHARGE_RUN_FAN_OUT", default=1)

@@ -33,7 +33,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from bnpl.bulk_sql import copy_insert, insert_keys_ignoring_conflicts
+from bnpl.bulk_sql import copy_tuples, insert_keys_ignoring_conflicts
 from bnpl.exceptions import NotAllowed, ValidationFailed
 
 from . import limits
@@ -229,14 +229,19 @@ def rewards_on_promises_kept_many(
         return []
     consumer_ids = sorted({consumer_id for consumer_id, _order in kept})
     insert_keys_ignoring_conflicts(RewardAccount, consumer_ids, key_field="consumer")
-    accounts = {
-        a.consumer_id: a
-        for a in RewardAccount.objects.select_for_update().filter(consumer_id__in=consumer_ids).order_by("consumer_id")
-    }
-    done = set(PointsEntry.objects.filter(key__in=[f"kept:{o}" for _c, o in kept]).values_list("key", flat=True))
+    with connection.cursor() as cursor:
+        # Plain values, not model instances: a charge-run chunk holds hundreds of accounts (docs/charging.md).
+        cursor.execute(
+            "SELECT consumer_id, id, points_balance, streak, best_streak, promise_value, level "
+            "FROM consumers_rewardaccount WHERE consumer_id = ANY(%s) ORDER BY consumer_id FOR UPDATE",
+            [consumer_ids],
+        )
+        accounts = {row[0]: _KeptAccount(*row) for row in cursor.fetchall()}
+        cursor.execute("SELECT key FROM consumers_pointsentry WHERE key = ANY(%s)", [[f"kept:{o}" for _c, o in kept]])
+        done = {key for (key,) in cursor.fetchall()}
     expires_at = policy.expiry_for(now)
-    entries: list[PointsEntry] = []
-    changes: list[LevelChange] = []
+    entries: list[tuple[object, ...]] = []
+    changes: list[tuple[object, ...]] = []
     first_level = {c: a.level for c, a in accounts.items()}
     touched: set[int] = set()
     for consumer_id, order_id in sorted(kept):
@@ -250,39 +255,33 @@ def rewards_on_promises_kept_many(
         account.best_streak = max(account.best_streak, account.streak)
         account.promise_value += 1
         bonus = policy.streak_bonus(account.streak)
-        common = {"account": account, "order_id": order_id, "expires_at": expires_at, "created_at": now}
+        # Columns: _ENTRY_COLUMNS.
         entries.append(
-            PointsEntry(
-                kind=PointsKind.KEPT, points=policy.POINTS_PER_KEPT, key=key, reason=f"order #{order_id}", **common
+            (
+                account.pk,
+                PointsKind.KEPT.value,
+                policy.POINTS_PER_KEPT,
+                key,
+                f"order #{order_id}",
+                order_id,
+                expires_at,
+                now,
             )
         )
         if bonus:
+            reason = f"{account.streak} kept in a row (order #{order_id})"
             entries.append(
-                PointsEntry(
-                    kind=PointsKind.STREAK,
-                    points=bonus,
-                    key=f"streak:{order_id}",
-                    reason=f"{account.streak} kept in a row (order #{order_id})",
-                    **common,
-                )
+                (account.pk, PointsKind.STREAK.value, bonus, f"streak:{order_id}", reason, order_id, expires_at, now)
             )
         account.points_balance += policy.POINTS_PER_KEPT + bonus
         level = policy.level_for(account.promise_value)
         if level != account.level:
-            changes.append(
-                LevelChange(
-                    account=account,
-                    before=account.level,
-                    after=level,
-                    reason=f"kept promise, order #{order_id}",
-                    created_at=now,
-                )
-            )
+            changes.append((account.pk, account.level, level, f"kept promise, order #{order_id}"[:MAX_REASON], now))
             account.level = level
     if not touched:
         return []
-    copy_insert(entries)  # bulk_create's per-value literals cost more than the insert (bnpl.bulk_sql)
-    copy_insert(changes)
+    copy_tuples(PointsEntry, _ENTRY_COLUMNS, entries)
+    copy_tuples(LevelChange, _LEVEL_CHANGE_COLUMNS, changes)
     changed = [accounts[c] for c in sorted(touched)]
     # One UPDATE … FROM unnest: bulk_update's CASE per column and row costs more to build than to run.
     with connection.cursor() as cursor:
@@ -310,6 +309,23 @@ def rewards_on_promises_kept_many(
             )
             promoted.append((account.consumer_id, account.level))
     return promoted
+
+
+_ENTRY_COLUMNS = ("account_id", "kind", "points", "key", "reason", "order_id", "expires_at", "created_at")
+_LEVEL_CHANGE_COLUMNS = ("account_id", "before", "after", "reason", "created_at")
+
+
+@dataclass(slots=True)
+class _KeptAccount:
+    """The columns of a locked rewards account that a kept promise changes (the chunk path's plain values)."""
+
+    consumer_id: int
+    pk: int
+    points_balance: int
+    streak: int
+    best_streak: int
+    promise_value: int
+    level: str
 
 
 @transaction.atomic

@@ -36,11 +36,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
-from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from bnpl.bulk_sql import copy_insert
+from bnpl.bulk_sql import copy_tuples
 from bnpl.exceptions import InsufficientCredit, NotAllowed, ValidationFailed
 from bnpl.money import MoneyError, format_cny, parse_money
 from bnpl.ratelimit import rate_count, rate_hit
@@ -306,12 +305,20 @@ def credit_hold_acquire(*, consumer: Consumer, amount: Decimal) -> None:
     """
     if amount <= 0:
         raise ValidationFailed("a hold must be a positive amount", fields={"amount": "must be greater than zero"})
-    ceiling = Least(F("credit_limit_amount"), Coalesce(F("spend_cap_amount"), F("credit_limit_amount")))
-    updated = CreditProfile.objects.filter(consumer=consumer, open_exposure_amount__lte=ceiling - amount).update(
-        open_exposure_amount=F("open_exposure_amount") + amount
-    )
+    # Hand-written: every admitted order runs it, and compiling the queryset's expressions cost more
+    # than the UPDATE (docs/performance.md, "HTTP load").
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLD_ACQUIRE_SQL, [amount, consumer.pk, amount])
+        updated = cursor.rowcount
     if updated != 1:
         raise InsufficientCredit("the available credit limit does not cover this order")
+
+
+_HOLD_ACQUIRE_SQL = (
+    "UPDATE consumers_creditprofile SET open_exposure_amount = open_exposure_amount + %s "
+    "WHERE consumer_id = %s "
+    "AND open_exposure_amount <= LEAST(credit_limit_amount, COALESCE(spend_cap_amount, credit_limit_amount)) - %s"
+)
 
 
 def credit_hold_release(*, consumer: Consumer, amount: Decimal) -> None:
@@ -648,38 +655,50 @@ def credit_scores_set_many(*, actor: Actor, changes: Sequence[tuple[int, int, st
         message = _("Give a reason for the score change.")
         raise ValidationFailed(message, fields={"reason": message})
     ids = sorted(cleaned)
-    profiles = list(CreditProfile.objects.select_for_update().filter(consumer_id__in=ids).order_by("consumer_id"))
     now = timezone.now()
     with connection.cursor() as cursor:
+        # Plain tuples, not model instances: a charge-run chunk re-scores hundreds of consumers (docs/charging.md).
+        cursor.execute(
+            "SELECT consumer_id, id, score FROM consumers_creditprofile WHERE consumer_id = ANY(%s) "
+            "ORDER BY consumer_id FOR UPDATE",
+            [ids],
+        )
+        profiles = cursor.fetchall()
         cursor.execute(
             "UPDATE consumers_creditprofile p SET score = v.score, updated_at = %s "
             "FROM unnest(%s::bigint[], %s::int[]) AS v(consumer_id, score) WHERE p.consumer_id = v.consumer_id",
             [now, ids, [cleaned[pk][0] for pk in ids]],
         )
-    user = _actor_user(actor)
-    copy_insert(
+    user_id = _actor_id(_actor_user(actor))
+    copy_tuples(
+        CreditProfileEvent,
+        _SCORE_EVENT_COLUMNS,
         [
-            CreditProfileEvent(
-                profile=profile,
-                actor=user,
-                kind=ProfileEventKind.SCORE_CHANGED,
-                before=str(profile.score),
-                after=str(cleaned[profile.consumer_id][0]),
-                reason=cleaned[profile.consumer_id][1],
+            (
+                profile_id,
+                user_id,
+                ProfileEventKind.SCORE_CHANGED.value,
+                str(before),
+                str(cleaned[consumer_id][0]),
+                cleaned[consumer_id][1],
+                now,
             )
-            for profile in profiles
-        ]
+            for consumer_id, profile_id, before in profiles
+        ],
     )
-    for profile in profiles:
-        score, reason = cleaned[profile.consumer_id]
+    for consumer_id, _profile_id, before in profiles:
+        score, reason = cleaned[consumer_id]
         logger.info(
             "credit score set consumer=%s actor=%s before=%s after=%s reason=%s",
-            profile.consumer_id,
+            consumer_id,
             _actor_id(actor),
-            profile.score,
+            before,
             score,
             reason,
         )
+
+
+_SCORE_EVENT_COLUMNS = ("profile_id", "actor_id", "kind", "before", "after", "reason", "created_at")
 
 
 # --- Promise records (called by bnpl when an order finishes) ----------------------------------
@@ -713,8 +732,29 @@ def promise_records_add_many(*, records: list[PromiseRecord]) -> list[PromiseRec
     for record in records:
         if record.outcome not in PromiseOutcome.values:
             raise ValidationFailed(f"unknown promise outcome {record.outcome!r}", fields={"outcome": "unknown outcome"})
-    copy_insert(records)  # the same rows as bulk_create, without its per-value literals (bnpl.bulk_sql)
+    # The rows bulk_create would write, from the instances' own values: no per-field preparation, which
+    # cost more than the insert at a charge-run chunk's size (docs/charging.md, "Performance").
+    now = timezone.now()
+    rows = [
+        (r.consumer_id, r.merchant_id, r.order_id, r.outcome, r.amount, r.recorded_at, now, r.rewards_pending)
+        for r in records
+    ]
+    for record, pk in zip(records, copy_tuples(PromiseRecord, _PROMISE_COLUMNS, rows), strict=True):
+        record.pk, record.updated_at = pk, now
+        record._state.adding, record._state.db = False, connection.alias
     return records
+
+
+_PROMISE_COLUMNS = (
+    "consumer_id",
+    "merchant_id",
+    "order_id",
+    "outcome",
+    "amount",
+    "recorded_at",
+    "updated_at",
+    "rewards_pending",
+)
 
 
 @transaction.atomic

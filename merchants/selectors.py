@@ -7,11 +7,15 @@ raises ``DoesNotExist`` (a 404 for views) rather than leaking the row.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Case, F, IntegerField, QuerySet, Value, When
 from django.utils.crypto import constant_time_compare
+
+from bnpl import sql_rows
 
 from .choices import InvitationStatus, ListingStatus, MemberRole, MerchantStatus
 from .models import (
@@ -84,11 +88,30 @@ def listings_for_merchant(*, merchant: Merchant) -> QuerySet[Listing]:
 
 
 def listing_get_for_merchant(*, merchant: Merchant, listing_id: object) -> Listing:
-    """One of the merchant's listings; ``Listing.DoesNotExist`` for another merchant's listing."""
+    """One of the merchant's listings; ``Listing.DoesNotExist`` for another merchant's listing.
+
+    ``listing.merchant`` is the ``merchant`` given (no second read of the row the caller holds).
+    """
     pk = _pk(listing_id)
     if pk is None:
         raise Listing.DoesNotExist
-    return listings_for_merchant(merchant=merchant).get(pk=pk)
+    with connection.cursor() as cursor:  # every API order names a listing (see ``bnpl.sql_rows``)
+        cursor.execute(_listing_sql(), [pk, merchant.pk])
+        row = cursor.fetchone()
+    if row is None:
+        raise Listing.DoesNotExist
+    listing = sql_rows.instance(Listing, row)
+    listing.merchant = merchant
+    return listing
+
+
+@functools.cache
+def _listing_sql() -> str:
+    meta = Listing._meta
+    return (
+        f'SELECT {sql_rows.columns(Listing, "l")} FROM "{meta.db_table}" l '  # noqa: S608
+        f'WHERE l."{meta.pk.column}" = %s AND l."{meta.get_field("merchant").column}" = %s'
+    )
 
 
 def listings_active() -> QuerySet[Listing]:
@@ -97,6 +120,18 @@ def listings_active() -> QuerySet[Listing]:
         Listing.objects.filter(status=ListingStatus.ACTIVE, merchant__status=MerchantStatus.APPROVED)
         .select_related("merchant")
         .order_by("merchant_id", "title", "id")
+    )
+
+
+@functools.cache
+def _api_key_sql() -> str:
+    """The key by its public prefix, with its merchant: every API request runs it (see ``bnpl.sql_rows``)."""
+    key, merchant = ApiKey._meta, Merchant._meta
+    prefix, merchant_id = key.get_field("prefix").column, key.get_field("merchant").column
+    return (  # the prefix is unique: one row or none
+        f"SELECT {sql_rows.columns(ApiKey, 'k')}, {sql_rows.columns(Merchant, 'm')} "  # noqa: S608
+        f'FROM "{key.db_table}" k JOIN "{merchant.db_table}" m ON m."{merchant.pk.column}" = k."{merchant_id}" '
+        f'WHERE k."{prefix}" = %s'
     )
 
 
@@ -111,9 +146,13 @@ def api_key_get_by_token(*, token: str) -> ApiKey | None:
     if match is None:
         return None
     mode, public_id, _secret = match.groups()
-    key = ApiKey.objects.select_related("merchant").filter(prefix=f"sk_{mode}_{public_id}").first()
-    if key is None:
+    with connection.cursor() as cursor:
+        cursor.execute(_api_key_sql(), [f"sk_{mode}_{public_id}"])
+        row = cursor.fetchone()
+    if row is None:
         return None
+    key = sql_rows.instance(ApiKey, row[: sql_rows.width(ApiKey)])
+    key.merchant = sql_rows.instance(Merchant, row[sql_rows.width(ApiKey) :])
     for secret_key in [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]:
         if constant_time_compare(key.secret_hash, api_key_hash(token, secret_key=secret_key)):
             return key

@@ -22,6 +22,7 @@ from its change form (which already runs inside ``transaction.atomic``) use plai
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -46,6 +47,7 @@ from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from bnpl import sql_rows
 from bnpl.exceptions import DomainError, InvalidTransition, NotAllowed, ValidationFailed
 from bnpl.money import MoneyError, parse_money
 from bnpl.validators import normalize_cn_mobile, normalize_uscc, validate_cn_mobile, validate_uscc
@@ -958,6 +960,21 @@ class IdempotencyClaim:
     replay: bool
 
 
+@functools.cache
+def _idempotency_claim_sql() -> str:
+    """``INSERT … ON CONFLICT (merchant, key) DO NOTHING RETURNING id``, its names from the model's metadata."""
+    meta = IdempotencyRecord._meta
+    columns = ", ".join(
+        f'"{meta.get_field(name).column}"'
+        for name in ("merchant", "key", "fingerprint", "status", "response_body", "locked_until", "created_at")
+    )
+    merchant, key = meta.get_field("merchant").column, meta.get_field("key").column
+    return (
+        f"INSERT INTO \"{meta.db_table}\" ({columns}) VALUES (%s, %s, %s, %s, '', %s, %s) "  # noqa: S608
+        f'ON CONFLICT ("{merchant}", "{key}") DO NOTHING RETURNING "{meta.pk.column}"'
+    )
+
+
 def idempotency_claim(*, merchant: Merchant, key: str, fingerprint: str) -> IdempotencyClaim:
     """Claim ``key`` for a request, or find the stored response to replay.
 
@@ -966,15 +983,32 @@ def idempotency_claim(*, merchant: Merchant, key: str, fingerprint: str) -> Idem
     :class:`IdempotencyInProgress` (409) instead of running the effect twice. The same key with a
     different fingerprint is :class:`IdempotencyKeyReused` (422). A claim whose lease expired (its
     process died before finishing) is taken over by a compare-and-swap.
+
+    The usual case, a new key, is one statement (``INSERT … ON CONFLICT DO NOTHING RETURNING``,
+    the unique ``(merchant, key)`` deciding between concurrent claims); only a key seen before is
+    read back.
     """
     now = timezone.now()
-    record, created = IdempotencyRecord.objects.get_or_create(
-        merchant=merchant,
-        key=key,
-        defaults={"fingerprint": fingerprint, "locked_until": now + IDEMPOTENCY_LEASE},
-    )
-    if created:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _idempotency_claim_sql(),
+            [merchant.pk, key, fingerprint, IdempotencyStatus.IN_PROGRESS, now + IDEMPOTENCY_LEASE, now],
+        )
+        inserted = cursor.fetchone()
+    if inserted is not None:
+        record = IdempotencyRecord(
+            pk=inserted[0],
+            merchant=merchant,
+            key=key,
+            fingerprint=fingerprint,
+            status=IdempotencyStatus.IN_PROGRESS,
+            locked_until=now + IDEMPOTENCY_LEASE,
+            created_at=now,
+        )
         return IdempotencyClaim(record=record, replay=False)
+    record = IdempotencyRecord.objects.filter(merchant=merchant, key=key).first()
+    if record is None:  # released (a 5xx) or purged since the insert met it: claim again
+        return idempotency_claim(merchant=merchant, key=key, fingerprint=fingerprint)
     if record.fingerprint != fingerprint:
         raise IdempotencyKeyReused(
             _("This Idempotency-Key was already used for a different request; use a new key for a new request.")
@@ -1000,13 +1034,11 @@ def idempotency_complete(*, record: IdempotencyRecord, status: int, body: str) -
     Where the effect runs in the same transaction, the effect and its stored response commit
     together (see docs/api.md, "Crash semantics").
     """
-    IdempotencyRecord.objects.filter(pk=record.pk).update(
-        status=IdempotencyStatus.COMPLETED,
-        response_status=status,
-        response_body=body,
-        locked_until=None,
-        completed_at=timezone.now(),
-    )
+    record.status, record.response_status, record.response_body = IdempotencyStatus.COMPLETED, status, body
+    record.locked_until, record.completed_at = None, timezone.now()
+    # One UPDATE of these columns (``save(update_fields=…)`` without compiling it on every request).
+    fields = ["status", "response_status", "response_body", "locked_until", "completed_at"]
+    sql_rows.update(record, fields, missing_ok=True)
 
 
 def idempotency_release(*, record: IdempotencyRecord) -> None:
@@ -1149,6 +1181,16 @@ def webhook_endpoint_update(
     return locked
 
 
+@functools.cache
+def _active_endpoints_sql() -> str:
+    meta = WebhookEndpoint._meta
+    merchant, active = meta.get_field("merchant").column, meta.get_field("is_active").column
+    return (
+        f'SELECT {sql_rows.columns(WebhookEndpoint, "e")} FROM "{meta.db_table}" e '  # noqa: S608
+        f'WHERE e."{merchant}" = %s AND e."{active}" ORDER BY e."{meta.pk.column}"'
+    )
+
+
 def webhook_event_enqueue(
     *,
     merchant_id: int,
@@ -1165,9 +1207,12 @@ def webhook_event_enqueue(
     when the merchant has endpoints at all (most order transitions then cost one indexed query).
     Returns the event, or None.
     """
+    with connection.cursor() as cursor:  # every order transition asks (see ``bnpl.sql_rows``)
+        cursor.execute(_active_endpoints_sql(), [merchant_id])
+        rows = cursor.fetchall()
     candidates = [
         endpoint
-        for endpoint in WebhookEndpoint.objects.filter(merchant_id=merchant_id, is_active=True)
+        for endpoint in (sql_rows.instance(WebhookEndpoint, row) for row in rows)
         if endpoint.subscribes_to(event_type)
     ]
     if not candidates:

@@ -164,6 +164,14 @@ class CompiledCard:
             ranges[var.dimension] = (low + var.worst_points, high + var.best_points)
         return ranges
 
+    def score(self, values: Mapping[str, Any]) -> int:
+        """The score :meth:`evaluate` gives ``values``, without its sub-scores and reasons.
+
+        For callers that only compare scores (the charge run re-scores a chunk of consumers and writes
+        the ones that moved): building the reasons costs more than the lookups.
+        """
+        return clip_score(self.base_points + sum(var.points_for(values.get(var.name)) for var in self.variables))
+
     def evaluate(self, values: Mapping[str, Any]) -> ScoreResult:
         """Score ``values`` (a mapping of variable name → number/None); a missing key counts as no data."""
         total = self.base_points

@@ -44,6 +44,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from bnpl import sql_rows
 from bnpl.bulk_sql import insert_keys_ignoring_conflicts
 from bnpl.exceptions import InvalidTransition, NotAllowed, ValidationFailed
 from bnpl.money import MoneyError, parse_money
@@ -273,10 +274,13 @@ class _ListingRow:
     merchant_status: str
 
 
-def _load_listing(listing: Listing) -> _ListingRow:
+def _load_listing(listing: Listing, *, fresh: bool = False) -> _ListingRow:
     listing_id = getattr(listing, "pk", None)
     row = None
-    if isinstance(listing_id, int):
+    if fresh:  # the caller read the listing and its merchant in this transaction
+        merchant = listing.merchant
+        row = (listing_id, listing.status, listing.min_score, listing.scenario, merchant.pk, merchant.status)
+    elif isinstance(listing_id, int):
         with connection.cursor() as cursor:
             cursor.execute(_listing_sql(), [listing_id])
             row = cursor.fetchone()
@@ -348,7 +352,9 @@ def _policy_reasons(
     return failed
 
 
-def admission_assess(*, consumer: Consumer, listing: Listing, amount: Decimal, channel: str) -> AdmissionDecision:
+def admission_assess(
+    *, consumer: Consumer, listing: Listing, amount: Decimal, channel: str, listing_is_fresh: bool = False
+) -> AdmissionDecision:
     """Assess whether ``consumer`` may open an order of up to ``amount`` on ``listing``; store the decision.
 
     Returns the stored :class:`AdmissionDecision` (``.approved``, ``.outcome``,
@@ -363,13 +369,17 @@ def admission_assess(*, consumer: Consumer, listing: Listing, amount: Decimal, c
     Reads without locks: the decision says whether the consumer is eligible; the
     credit hold that follows (``credit_hold_acquire``, a conditional UPDATE) is what
     keeps the limit and the spend cap safe when two orders arrive at once.
+
+    The listing and its merchant's status are read as committed now, unless the caller
+    has just read both in its transaction and says so (``listing_is_fresh``, order
+    creation): a second unlocked read a moment later would tell nothing more.
     """
     started = time.perf_counter()
     amount = _clean_amount(amount)
     if channel not in DecisionChannel.values:
         message = _("Unknown channel.")
         raise ValidationFailed(message, fields={"channel": message})
-    listing_row = _load_listing(listing)
+    listing_row = _load_listing(listing, fresh=listing_is_fresh)
     loaded = _load_consumer(consumer)
     profile, features = loaded.profile, loaded.features
     now = timezone.now()
@@ -428,7 +438,7 @@ def admission_assess(*, consumer: Consumer, listing: Listing, amount: Decimal, c
         policy_version=policy.version,
     )
     decision.latency_ms = Decimal(f"{(time.perf_counter() - started) * 1000:.3f}")
-    decision.save(force_insert=True)
+    sql_rows.insert(decision)  # save(force_insert=True), the INSERT built once (every order is assessed)
     return decision
 
 
@@ -455,6 +465,38 @@ def _close_open_order(features: ConsumerFeatures, merchant_id: int) -> None:
     features.open_by_merchant = by_merchant
 
 
+@functools.cache
+def _order_opened_sql() -> str:
+    """The feature row's upsert when an order opens: a new row, or the counters of the existing one moved."""
+    meta = ConsumerFeatures._meta
+    col = {field.attname: f'"{field.column}"' for field in meta.concrete_fields}
+    names = ", ".join(col.values())
+    values = ", ".join(["%s"] * len(col))
+
+    def bump(name: str) -> str:
+        # {key: n} → {key: n + 1}; a missing key counts from 0, a JSON null reads as {} (as in Python).
+        current = f"COALESCE(NULLIF(f.{col[name]}, 'null'::jsonb), '{{}}'::jsonb)"
+        return (
+            f"{col[name]} = {current} || jsonb_build_object(%s::text, COALESCE(({current} ->> %s::text)::int, 0) + 1)"
+        )
+
+    return (
+        f'INSERT INTO "{meta.db_table}" AS f ({names}) VALUES ({values}) '  # noqa: S608
+        f"ON CONFLICT ({col['consumer_id']}) DO UPDATE SET "
+        f"{col['orders_total']} = f.{col['orders_total']} + 1, "
+        f"{col['first_order_at']} = COALESCE(f.{col['first_order_at']}, EXCLUDED.{col['first_order_at']}), "
+        f"{col['last_order_at']} = EXCLUDED.{col['last_order_at']}, "
+        f"{col['open_orders']} = f.{col['open_orders']} + 1, "
+        f"{bump('open_by_merchant')}, "
+        # The last 24 hours' opening times, in their order, then this one.
+        f"{col['recent_order_times']} = ARRAY(SELECT r.t FROM unnest(f.{col['recent_order_times']}) "
+        f"WITH ORDINALITY AS r(t, i) WHERE r.t > %s ORDER BY r.i) || EXCLUDED.{col['recent_order_times']}, "
+        f"{bump('scenario_counts')}, "
+        f"{col['updated_at']} = EXCLUDED.{col['updated_at']} "
+        f"RETURNING {names}"
+    )
+
+
 def features_on_order_opened(
     *, actor: Actor = None, consumer: Consumer, merchant_id: int, scenario: str, opened_at: datetime | None = None
 ) -> ConsumerFeatures:
@@ -462,24 +504,36 @@ def features_on_order_opened(
 
     Called by ``bnpl`` in the transaction that activates the order (after the credit
     hold succeeded), so the counters commit or roll back with it.
+
+    One statement (every order the API admits runs it): ``INSERT … ON CONFLICT DO UPDATE``
+    creates the row the first time and otherwise moves the counters on the row, which it
+    locks like the ``SELECT … FOR UPDATE`` and ``UPDATE`` it replaces, so concurrent openings
+    for one consumer each count.
     """
     now = opened_at or timezone.now()
-    with transaction.atomic():
-        features = _lock_features(consumer.pk)
-        features.orders_total += 1
-        features.first_order_at = features.first_order_at or now
-        features.last_order_at = now
-        features.open_orders += 1
-        by_merchant = dict(features.open_by_merchant or {})
-        by_merchant[str(merchant_id)] = int(by_merchant.get(str(merchant_id), 0)) + 1
-        features.open_by_merchant = by_merchant
-        # Only the last 24 hours matter for velocity; older times are dropped so the row stays small.
-        features.recent_order_times = [t for t in (features.recent_order_times or []) if now - t < VELOCITY_DAY] + [now]
-        scenarios = dict(features.scenario_counts or {})
-        scenarios[scenario] = int(scenarios.get(scenario, 0)) + 1
-        features.scenario_counts = scenarios
-        features.save()
-    return features
+    merchant_key = str(merchant_id)
+    new = ConsumerFeatures(
+        consumer_id=consumer.pk,
+        orders_total=1,
+        first_order_at=now,
+        last_order_at=now,
+        open_orders=1,
+        open_by_merchant={merchant_key: 1},
+        recent_order_times=[now],
+        scenario_counts={scenario: 1},
+        updated_at=timezone.now(),
+    )
+    fields = ConsumerFeatures._meta.concrete_fields
+    params = [field.get_db_prep_save(getattr(new, field.attname), connection) for field in fields]
+    params += [merchant_key, merchant_key, now - VELOCITY_DAY, scenario, scenario]
+    with connection.cursor() as cursor:
+        cursor.execute(_order_opened_sql(), params)
+        row = cursor.fetchone()
+    values = [
+        field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+        for field, value in zip(fields, row, strict=True)
+    ]
+    return ConsumerFeatures.from_db(connection.alias, [field.attname for field in fields], values)
 
 
 def features_on_promise_record(
@@ -521,13 +575,13 @@ def features_on_promises_kept(*, actor: Actor = None, records: Sequence[PromiseR
     The charge run records hundreds of payments per transaction; calling
     :func:`features_on_promise_record` for each would lock, read and write one feature row
     and re-score one consumer per order, a dozen statements each. Here the feature rows are
-    created if missing, locked (by id, the order every writer uses), updated and written in
-    one statement each, the consumers and profiles read in one, and the score and limit are
-    written only for consumers whose score moved or who earned a limit step — the same
-    calls, with the same reasons, as the one-record path. A consumer with several records in
-    the chunk gets one score write, from the final features, where the one-record path would
-    write the intermediate scores too. A test holds the two paths to the same features, scores
-    and limits.
+    created if missing, then read with the consumer and profile columns the scorecard needs
+    and locked (by id, the order every writer uses) in one query, as plain values rather than
+    three model instances per consumer; updated and written in one statement; and the score and
+    limit are written only for consumers whose score moved or who earned a limit step — the same
+    calls, with the same reasons, as the one-record path. A consumer with several records in the
+    chunk gets one score write, from the final features, where the one-record path would write
+    the intermediate scores too. A test holds the two paths to the same features, scores and limits.
     """
     if not records:
         return
@@ -536,45 +590,103 @@ def features_on_promises_kept(*, actor: Actor = None, records: Sequence[PromiseR
     with transaction.atomic():
         consumer_ids = sorted({record.consumer_id for record in records})
         insert_keys_ignoring_conflicts(ConsumerFeatures, consumer_ids, key_field="consumer")
-        features_of = {
-            row.pk: row
-            for row in ConsumerFeatures.objects.select_for_update().filter(pk__in=consumer_ids).order_by("pk")
-        }
+        with connection.cursor() as cursor:
+            cursor.execute(_KEPT_FEATURES_SQL, [consumer_ids])
+            rows = {row[0]: _ScoringRow.from_row(row) for row in cursor.fetchall()}
         # Growth is checked after each record, as the one-record path does: a consumer whose count
         # crosses a multiple of GROWTH_EVERY_KEPT inside the chunk still earns the step.
         growth: dict[int, PromiseRecord] = {}
         for record in sorted(records, key=lambda r: (r.consumer_id, r.recorded_at, r.order_id)):
-            features = features_of[record.consumer_id]
-            _apply_promise_record(features, record, None)
-            if _growth_due(features):
+            features = rows[record.consumer_id]
+            _apply_promise_record(features, record, None)  # type: ignore[arg-type]  # the same attributes
+            if _growth_due(features):  # type: ignore[arg-type]
                 growth[record.consumer_id] = record
-        _write_kept_counts(list(features_of.values()))
+        _write_kept_counts([rows[pk] for pk in consumer_ids])
         last_record = {record.consumer_id: record for record in records}
         active = active_compiled_card()
-        consumers = Consumer.objects.select_related("credit_profile").in_bulk(consumer_ids)
         if active is not None:
             card_row, card = active
             now = timezone.now()
             changes = []
             for pk in consumer_ids:
-                consumer = consumers[pk]
-                variables = derive_variables(
-                    consumer=consumer, profile=consumer.credit_profile, features=features_of[pk], now=now
-                )
-                score = card.evaluate(variables).score
-                if score != consumer.credit_profile.score:
+                row = rows[pk]
+                if row.score is None:
+                    raise CreditProfile.DoesNotExist(f"consumer {pk} has no credit profile")
+                variables = derive_variables(consumer=row, profile=row, features=row, now=now)  # type: ignore[arg-type]
+                score = card.score(variables)
+                if score != row.score:
                     why = _promise_reason(last_record[pk])
                     changes.append((pk, score, f"scorecard {card_row.version}: {why}"[:MAX_REASON]))
             credit_scores_set_many(actor=actor, changes=changes)
-        for pk, record in sorted(growth.items()):
-            credit_limit_grow(
-                actor=actor,
-                consumer=consumers[pk],
-                reason=f"{features_of[pk].fulfilled_count} kept promises ({_promise_reason(record)})",
-            )
+        if growth:
+            consumers = Consumer.objects.in_bulk(sorted(growth))  # rare: every GROWTH_EVERY_KEPT-th kept promise
+            for pk, record in sorted(growth.items()):
+                credit_limit_grow(
+                    actor=actor,
+                    consumer=consumers[pk],
+                    reason=f"{rows[pk].fulfilled_count} kept promises ({_promise_reason(record)})",
+                )
 
 
-def _write_kept_counts(rows: list[ConsumerFeatures]) -> None:
+# The feature row with the consumer and profile columns the scorecard reads, the feature row locked.
+_KEPT_FEATURES_SQL = """
+SELECT f.consumer_id, f.fulfilled_count, f.cancelled_count, f.breached_count, f.recovered_count, f.worst_dpd,
+    f.last_breach_at, f.orders_total, f.first_order_at, f.last_order_at, f.open_orders, f.open_by_merchant,
+    f.scenario_counts, f.kept_merchant_ids, f.charge_failures, f.last_charge_failure_at, f.disputes_count,
+    c.verified_at, c.phone_verified, c.created_at, p.score, p.credit_limit_amount, p.open_exposure_amount
+FROM scoring_consumerfeatures f
+JOIN consumers_consumer c ON c.id = f.consumer_id
+LEFT JOIN consumers_creditprofile p ON p.consumer_id = f.consumer_id
+WHERE f.consumer_id = ANY(%s)
+ORDER BY f.consumer_id
+FOR UPDATE OF f
+"""
+
+
+@dataclass(slots=True)
+class _ScoringRow:
+    """One consumer's feature row, with the consumer and profile columns ``derive_variables`` reads.
+
+    It has the attribute names of ``ConsumerFeatures``, ``Consumer`` and ``CreditProfile`` that
+    ``_apply_promise_record``, ``_growth_due`` and ``derive_variables`` use, so the chunk path runs the
+    very code of the one-record path on plain values.
+    """
+
+    consumer_id: int
+    fulfilled_count: int
+    cancelled_count: int
+    breached_count: int
+    recovered_count: int
+    worst_dpd: int
+    last_breach_at: datetime | None
+    orders_total: int
+    first_order_at: datetime | None
+    last_order_at: datetime | None
+    open_orders: int
+    open_by_merchant: dict[str, int]
+    scenario_counts: dict[str, int]
+    kept_merchant_ids: list[int]
+    charge_failures: int
+    last_charge_failure_at: datetime | None
+    disputes_count: int
+    verified_at: datetime | None
+    phone_verified: bool
+    created_at: datetime
+    score: int | None
+    credit_limit_amount: Decimal | None
+    open_exposure_amount: Decimal | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> _ScoringRow:
+        # jsonb arrives as text (Django's loader leaves decoding to JSONField, as here).
+        return cls(*row[:11], json.loads(row[11]), json.loads(row[12]), *row[13:])
+
+    @property
+    def pk(self) -> int:
+        return self.consumer_id
+
+
+def _write_kept_counts(rows: Sequence[ConsumerFeatures | _ScoringRow]) -> None:
     """Write the four columns a kept promise changes for many feature rows in one statement.
 
     ``bulk_update`` would build a CASE per column and row, which costs more to compile than

@@ -280,6 +280,86 @@ class OrderOut(serializers.Serializer):
         return {"id": decision.pk, "outcome": decision.outcome, "reasons": list(decision.reasons or [])}
 
 
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else timezone.localtime(value).isoformat()
+
+
+def _jsonb_key_order(item: dict[str, Any]) -> dict[str, Any]:
+    """``item`` with its keys in the order PostgreSQL's ``jsonb`` gives them back (shorter first, then bytewise).
+
+    A decision's reasons are dicts built in Python; read back from the database they come in jsonb's
+    order. Putting them in that order here makes the body built from the objects in hand byte-identical
+    to the one built from the stored rows (a later ``GET`` of the order, a replay).
+    """
+    return {key: item[key] for key in sorted(item, key=lambda key: (len(key.encode()), key.encode()))}
+
+
+def order_data(order: Any, *, livemode: bool | None = None, bill_lines: Any = None) -> dict[str, Any]:
+    """What ``OrderOut(order).data`` gives, built directly; ``OrderOut`` stays the OpenAPI document's shape.
+
+    DRF binds (deep-copies) the serializer's 23 fields and runs each one's machinery for every order it
+    renders; for a single order that cost more than building the dict (docs/performance.md, "HTTP load").
+    ``tests/api/test_order_body.py`` holds the two to the same output for every state of an order.
+
+    ``livemode`` (when the caller knows the consumer's mode) saves reading ``order.consumer``;
+    ``bill_lines`` (when the caller knows them, e.g. none on a new order) saves reading them.
+    """
+    if livemode is None:
+        consumer = order.consumer
+        livemode = consumer is None or not consumer.is_sandbox
+    if bill_lines is None:
+        bill_lines = order.bill_lines.all()
+    decision = order.decision
+    confirmation_url = None
+    if order.status == OrderStatus.PENDING_CONFIRMATION and order.confirmation_token:
+        confirmation_url = f"{settings.SITE_URL.rstrip('/')}/pay/confirm/{order.confirmation_token}"
+    return {
+        "id": order.pk,
+        "out_order_no": order.out_order_no,
+        "status": str(order.status),
+        "livemode": livemode,
+        "listing_id": order.listing_id,
+        "consumer_id": order.consumer_id,
+        "agreement_id": order.agreement_id,
+        "title": order.title,
+        "scenario": str(order.scenario),
+        "confirm_mode": str(order.confirm_mode),
+        "max_amount": _money(order.max_amount),
+        "amount_due": _money(order.amount_due),
+        "confirmation_url": confirmation_url,
+        "decision": None
+        if decision is None
+        else {
+            "id": decision.pk,
+            "outcome": str(decision.outcome),
+            "reasons": [_jsonb_key_order(reason) for reason in decision.reasons or []],
+        },
+        "bill_lines": [
+            {
+                "name": line.name,
+                "quantity": f"{line.quantity.normalize():f}",
+                "unit": line.unit,
+                "unit_price": f"{line.unit_price.normalize():f}",
+                "amount": _money(line.amount),
+                "is_discount": line.is_discount,
+            }
+            for line in bill_lines
+        ],
+        "expires_at": _time(order.expires_at),
+        "confirmed_at": _time(order.confirmed_at),
+        "completed_at": _time(order.completed_at),
+        "due_at": _time(order.due_at),
+        "closed_at": _time(order.closed_at),
+        "close_reason": order.close_reason,
+        "created_at": _time(order.created_at),
+        "updated_at": _time(order.updated_at),
+    }
+
+
 class AgreementOut(serializers.Serializer):
     id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=AgreementStatus.choices)

@@ -32,7 +32,7 @@ from bnpl.selectors import (
     agreement_get_for_merchant,
     agreement_signup_get_for_merchant,
     agreements_for_merchant,
-    consumer_get_for_merchant,
+    consumer_named_by_merchant,
     credit_order_get_by_out_order_no,
     credit_order_get_for_merchant,
     credit_orders_for_merchant,
@@ -179,17 +179,18 @@ class MerchantApiView(APIView):
             raise NotAllowed(_("Listings are changed with a live key only."), code="livemode_required")
 
     def consumer(self, consumer_id: int) -> Consumer:
-        """A consumer named in the request: 403 across modes, 404 unless the merchant may name them."""
-        is_sandbox = Consumer.objects.filter(pk=consumer_id).values_list("is_sandbox", flat=True).first()
-        if is_sandbox is not None and is_sandbox != self.principal.sandbox:
+        """A consumer named in the request: 403 across modes, 404 unless the merchant may name them.
+
+        The consumer comes back with ``id`` and ``is_sandbox`` loaded (the services read what else they
+        need, fresh); other fields load on first access.
+        """
+        named = consumer_named_by_merchant(merchant=self.merchant, consumer_id=consumer_id)
+        if named is not None and named.consumer.is_sandbox != self.principal.sandbox:
             raise self.mode_mismatch()
-        try:
-            return consumer_get_for_merchant(
-                merchant=self.merchant, consumer_id=consumer_id, sandbox=self.principal.sandbox
-            )
-        except Consumer.DoesNotExist:
+        if named is None or not named.nameable(sandbox=self.principal.sandbox):
             message = _("No such consumer.")
-            raise ApiError(message, code="not_found", status_code=404, fields={"consumer_id": message}) from None
+            raise ApiError(message, code="not_found", status_code=404, fields={"consumer_id": message})
+        return named.consumer
 
     def listing(self, listing_id: object) -> Listing:
         try:
@@ -214,7 +215,7 @@ class MerchantApiView(APIView):
 
     def order_response(self, order: CreditOrder, status_code: int = status.HTTP_200_OK) -> Response:
         fresh = self.orders_unfiltered().get(pk=order.pk)
-        return Response(s.OrderOut(fresh).data, status=status_code)
+        return Response(s.order_data(fresh), status=status_code)
 
     def orders_unfiltered(self) -> QuerySet[CreditOrder]:
         return (
@@ -292,7 +293,7 @@ class OrderListCreate(MerchantApiView):
         if before is not None:
             queryset = queryset.filter(created_at__lt=before)
         rows, next_cursor = paginate(request, queryset)
-        return Response(page_body(s.OrderOut(rows, many=True).data, next_cursor))
+        return Response(page_body([s.order_data(row) for row in rows], next_cursor))
 
     @extend_schema(
         operation_id="orders_create",
@@ -332,8 +333,12 @@ class OrderListCreate(MerchantApiView):
             consumer=consumer,
             max_amount=data.get("max_amount"),
             title=data.get("title", ""),
+            listing_is_fresh=True,
         )
-        return self.order_response(order, status.HTTP_201_CREATED)
+        # The service hands back the order as it committed it, with its decision: a new order has no bill
+        # lines, and the consumer's mode is known, so the answer needs no read.
+        livemode = consumer is None or not consumer.is_sandbox
+        return Response(s.order_data(order, livemode=livemode, bill_lines=()), status=status.HTTP_201_CREATED)
 
 
 class OrderDetail(MerchantApiView):

@@ -81,6 +81,19 @@ def test_three_charge_runs_at_once_charge_each_order_exactly_once(listing):
 
 
 @concurrent
+def test_one_run_recording_chunks_on_several_threads_charges_each_order_once(listing):
+    # Chunks of 25 with four consumers' orders spread over every chunk: the three recorders lock the
+    # same profiles, feature rows and reward accounts at once, in the one lock order.
+    order_ids = bulk_due_orders(listing, orders=400, consumers=100)
+    run = run_charges(threads=4, chunk_size=25, recorders=3)
+
+    assert (run.status, run.errors, run.chunks) == (ChargeRunStatus.FINISHED, 0, 16)
+    assert run.claimed == run.succeeded == 400
+    assert run.succeeded_amount == D("5.00") * 400
+    assert_charged_exactly_once(order_ids, fee_rate=listing.merchant.fee_rate)
+
+
+@concurrent
 def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(listing):
     n = 400
     order_ids = bulk_due_orders(listing, orders=n, consumers=100)

@@ -325,3 +325,32 @@ def test_setting_the_same_spend_cap_again_is_refused():
         credit_spend_cap_set(actor=None, consumer=consumer, amount="50.00")
     assert refused.value.code == "spend_cap_unchanged"
     assert CreditProfileEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_order_opened_upsert_moves_every_counter_and_keeps_recent_times_in_order(consumer):
+    now = timezone.now()
+    kept, dropped = now - timezone.timedelta(hours=2), now - timezone.timedelta(hours=25)
+    ConsumerFeatures.objects.create(
+        consumer=consumer,
+        orders_total=4,
+        open_orders=1,
+        open_by_merchant={"7": 1},
+        scenario_counts={Scenario.EBIKE_CHARGING: 4},
+        recent_order_times=[dropped, kept],
+        first_order_at=dropped,
+    )
+
+    returned = features_on_order_opened(
+        consumer=consumer, merchant_id=7, scenario=Scenario.EBIKE_CHARGING, opened_at=now
+    )
+    features_on_order_opened(consumer=consumer, merchant_id=8, scenario=Scenario.LIVE_SHOPPING, opened_at=now)
+
+    features = ConsumerFeatures.objects.get(pk=consumer.pk)
+    assert (features.orders_total, features.open_orders) == (6, 3)
+    assert features.open_by_merchant == {"7": 2, "8": 1}
+    assert features.scenario_counts == {Scenario.EBIKE_CHARGING: 5, Scenario.LIVE_SHOPPING: 1}
+    assert features.recent_order_times == [kept, now, now]
+    assert (features.first_order_at, features.last_order_at) == (dropped, now)
+    # What the service returns is the row as written (the first call's).
+    assert (returned.orders_total, returned.open_by_merchant, returned.recent_order_times) == (5, {"7": 2}, [kept, now])

@@ -258,6 +258,19 @@ def test_default_card_long_clean_record_scores_810_and_a_bad_one_is_clipped_to_3
     ]
 
 
+def test_score_alone_is_the_score_of_a_full_evaluation():
+    # The charge run compares scores with CompiledCard.score; it must never disagree with evaluate().
+    cases = [
+        NEW_CONSUMER,
+        {**NEW_CONSUMER, "real_name_verified": 1, "kept_promises": 1, "on_time_rate": 1.0, "kept_merchants": 1},
+        {**NEW_CONSUMER, "breaches": 3, "worst_dpd": 60, "utilisation": 0.95, "phone_verified": 0},  # clipped
+        {**NEW_CONSUMER, "kept_promises": 40, "days_since_first_order": 400, "account_age_days": 500},
+        {},  # every variable missing
+    ]
+    for values in cases:
+        assert DEFAULT.score(values) == DEFAULT.evaluate(values).score
+
+
 def test_default_card_reasons_for_a_new_consumer_say_no_history_yet():
     reasons = DEFAULT.evaluate(NEW_CONSUMER).reasons
     assert [(r.code, r.variable, r.points_lost) for r in reasons] == [

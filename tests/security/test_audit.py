@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.http import HttpResponse
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from pghistory.models import MiddlewareEvents
 
@@ -139,3 +140,80 @@ def test_tokens_in_the_path_are_not_stored_with_the_context(rf):
     assert event.url == "/pay/confirm/…"
     assert event.user == staff
     assert redact_path("/admin/merchants/merchant/12/change/") == "/admin/merchants/merchant/12/change/"
+
+
+def _set_config_statements(queries) -> int:
+    return sum("pghistory.context_id" in q["sql"] for q in queries.captured_queries)
+
+
+def test_the_context_is_set_once_per_transaction_and_every_write_in_it_carries_it(rf):
+    first, second = MerchantFactory(fee_rate=Decimal("0.0060")), MerchantFactory(fee_rate=Decimal("0.0060"))
+    staff = UserFactory(is_staff=True)
+
+    def view(request):
+        with transaction.atomic():
+            Merchant.objects.filter(pk=first.pk).update(fee_rate=Decimal("0.0070"))
+            Merchant.objects.filter(pk=second.pk).update(fee_rate=Decimal("0.0070"))
+            Merchant.objects.filter(pk=first.pk).update(fee_rate=Decimal("0.0080"))
+        return HttpResponse("ok")
+
+    request = rf.post("/admin/merchants/")
+    request.user = staff
+    with CaptureQueriesContext(connection) as queries:
+        AuditContextMiddleware(view)(request)
+
+    assert _set_config_statements(queries) == 1
+    events = [
+        *MiddlewareEvents.objects.tracks(first).filter(pgh_label="update"),
+        *MiddlewareEvents.objects.tracks(second).filter(pgh_label="update"),
+    ]
+    assert len(events) == 3
+    assert {(event.user, event.url) for event in events} == {(staff, "/admin/merchants/")}
+
+
+def test_a_write_after_a_rolled_back_savepoint_carries_the_current_context(rf):
+    import pghistory
+
+    merchant, other = MerchantFactory(fee_rate=Decimal("0.0060")), MerchantFactory(fee_rate=Decimal("0.0060"))
+    staff = UserFactory(is_staff=True)
+
+    def view(request):
+        with transaction.atomic():
+            Merchant.objects.filter(pk=merchant.pk).update(fee_rate=Decimal("0.0070"))  # context set, no user
+            try:
+                with transaction.atomic():
+                    # The new metadata is set inside this savepoint …
+                    pghistory.context(user=staff.pk)
+                    Merchant.objects.filter(pk=other.pk).update(fee_rate=Decimal("0.0090"))
+                    raise RuntimeError("undo")
+            except RuntimeError:
+                pass  # … and undone with it: the next write must set it again
+            Merchant.objects.filter(pk=merchant.pk).update(fee_rate=Decimal("0.0080"))
+        return HttpResponse("ok")
+
+    AuditContextMiddleware(view)(rf.post("/merchant/settings/"))
+
+    events = MiddlewareEvents.objects.tracks(merchant).filter(pgh_label="update")
+    assert [(event.user, event.url) for event in events] == [(staff, "/merchant/settings/")] * 2
+    assert not MiddlewareEvents.objects.tracks(other).filter(pgh_label="update").exists()
+
+
+def test_metadata_added_during_the_transaction_reaches_the_later_writes(rf):
+    import pghistory
+
+    merchant = MerchantFactory(fee_rate=Decimal("0.0060"))
+    staff = UserFactory(is_staff=True)
+
+    def view(request):
+        with transaction.atomic():
+            Merchant.objects.filter(pk=merchant.pk).update(fee_rate=Decimal("0.0070"))
+            pghistory.context(user=staff.pk)  # as DRF setting request.user after the middleware ran
+            Merchant.objects.filter(pk=merchant.pk).update(fee_rate=Decimal("0.0080"))
+        return HttpResponse("ok")
+
+    AuditContextMiddleware(view)(rf.post("/api/v1/listings/1"))
+
+    events = MiddlewareEvents.objects.tracks(merchant).filter(pgh_label="update").order_by("pgh_id")
+    # One context per request: its metadata is the latest the request set, for every row it covers.
+    assert [event.pgh_diff["fee_rate"][1] for event in events] == [0.007, 0.008]
+    assert {event.user for event in events} == {staff}
