@@ -612,30 +612,26 @@ def _consumer_side_effects(
 # --------------------------------------------------------------------------- claiming
 
 
-_CLAIM_DUE = """
+# What makes an order due for a first charge, and for a retry: the WHERE clauses of the claims and of the
+# backlog count, written once. Each matches a partial index (``order_due_idx``, ``order_retry_due_idx``).
+_DUE_FIRST = """status = 'completed' AND due_at <= %(now)s AND NOT charge_in_flight AND amount_due > 0
+    AND NOT charge_paused  -- an open dispute pauses the charge (bnpl/disputes.py)"""
+_DUE_RETRY = """status IN ('collecting', 'overdue') AND next_attempt_at <= %(now)s AND NOT charge_in_flight
+    AND NOT charge_paused  -- an open dispute pauses the charge (bnpl/disputes.py)"""
+
+_CLAIM = """
 WITH due AS (
     SELECT id FROM bnpl_creditorder
-    WHERE status = 'completed' AND due_at <= %(now)s AND NOT charge_in_flight AND amount_due > 0
-    AND NOT charge_paused  -- an open dispute pauses the charge (bnpl/disputes.py)
-    ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    WHERE {where}
+    ORDER BY {order_by} LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 )
 UPDATE bnpl_creditorder o SET charge_in_flight = true, charge_attempt_count = o.charge_attempt_count + 1,
     updated_at = %(now)s
 FROM due WHERE o.id = due.id
 RETURNING o.id, o.consumer_id, o.amount_due + o.late_fee_amount, o.charge_attempt_count, o.status
 """
-_CLAIM_RETRY = """
-WITH due AS (
-    SELECT id FROM bnpl_creditorder
-    WHERE status IN ('collecting', 'overdue') AND next_attempt_at <= %(now)s AND NOT charge_in_flight
-    AND NOT charge_paused  -- an open dispute pauses the charge (bnpl/disputes.py)
-    ORDER BY next_attempt_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-)
-UPDATE bnpl_creditorder o SET charge_in_flight = true, charge_attempt_count = o.charge_attempt_count + 1,
-    updated_at = %(now)s
-FROM due WHERE o.id = due.id
-RETURNING o.id, o.consumer_id, o.amount_due + o.late_fee_amount, o.charge_attempt_count, o.status
-"""
+_CLAIM_DUE = _CLAIM.format(where=_DUE_FIRST, order_by="due_at")
+_CLAIM_RETRY = _CLAIM.format(where=_DUE_RETRY, order_by="next_attempt_at")
 _INSERT_ATTEMPTS = """
 INSERT INTO bnpl_chargeattempt (order_id, run_id, sequence, idempotency_key, trigger, amount, funding_token, status,
     decline_code, message, gateway_reference, send_count, requested_at, last_sent_at)
@@ -646,16 +642,13 @@ RETURNING id, order_id
 """
 
 
-_COUNT_DUE = """
-SELECT (SELECT count(*) FROM (
-            SELECT 1 FROM bnpl_creditorder
-            WHERE status = 'completed' AND due_at <= %(now)s AND NOT charge_in_flight AND amount_due > 0
-            AND NOT charge_paused LIMIT %(limit)s) d)
-     + (SELECT count(*) FROM (
-            SELECT 1 FROM bnpl_creditorder
-            WHERE status IN ('collecting', 'overdue') AND next_attempt_at <= %(now)s AND NOT charge_in_flight
-            AND NOT charge_paused LIMIT %(limit)s) r)
+_COUNT = """
+SELECT (SELECT count(*) FROM (SELECT 1 FROM bnpl_creditorder WHERE {first}
+            LIMIT %(limit)s) d)
+     + (SELECT count(*) FROM (SELECT 1 FROM bnpl_creditorder WHERE {retry}
+            LIMIT %(limit)s) r)
 """
+_COUNT_DUE = _COUNT.format(first=_DUE_FIRST, retry=_DUE_RETRY)
 
 
 def due_orders_count(*, now: datetime, limit: int) -> int:
