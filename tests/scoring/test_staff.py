@@ -301,7 +301,9 @@ def test_monitoring_page_shows_charts_and_tables_for_staff(admin_client, listing
     assert response.context["min_score"] == 600
     assert response.context["limit_factor"] == Decimal("1.5")
     assert "has no training population" in page
-    assert "cdn" not in page.lower()
+    # Charts are drawn on the server; the page loads nothing from another host (no CDN). Matching
+    # "cdn" in the text was flaky: a random CSRF token can contain those three letters.
+    assert not re.findall(r'<(?:script|link|img)\b[^>]*\b(?:src|href)="(?:https?:)?//', page)
 
 
 @pytest.mark.django_db
