@@ -10,7 +10,8 @@ Used after Django is configured (``django.setup()``), on the default connection.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -181,9 +182,9 @@ def set_aside(tables: Sequence[str]) -> SetAside:
 
     What pg_restore does for a data load: rows go in without per-row index maintenance, foreign-key checks or
     trigger calls, and :func:`restore` then builds each index in one sort and validates each foreign key and
-    unique constraint in one pass over the table. Primary keys stay. Call both inside the same transaction:
-    if the load fails, the rollback brings every index, constraint and trigger back as it was; and nothing
-    else may use the tables meanwhile (the generator's database is its own). Definitions come from the
+    unique constraint in one pass over the table. Primary keys stay. Only for a database nobody else uses
+    meanwhile (the generator's own): what is set aside is committed with the load, so a load that fails half
+    way leaves the database without them, to be dropped and created again. Definitions come from the
     catalogue, so whatever the migrations declare (now or later) is what gets rebuilt.
     """
     from django.db import connection
@@ -207,29 +208,140 @@ def set_aside(tables: Sequence[str]) -> SetAside:
     return aside
 
 
-def restore(aside: SetAside, *, log: Any = print) -> dict[str, float]:
+def restore(
+    aside: SetAside,
+    *,
+    workers: int = 1,
+    first: Sequence[tuple[Sequence[str], Callable[[], None]]] = (),
+    log: Any = print,
+) -> dict[str, float]:
     """Rebuild what :func:`set_aside` took away: indexes, then unique constraints, then foreign keys (validated).
 
-    Returns the seconds each index and constraint took, by name, so a caller can say where the time went.
+    With ``workers`` > 1 the statements of each step run on that many connections at once (the load must be
+    committed, so they see it): index builds are mostly one busy core each, writing the index and its WAL.
+    ``first`` are (tables, function) steps to run beside the index builds, such as filling a table from the
+    others: the indexes of the tables they name wait for them. Statements that lock one table exclusively take
+    turns: unique constraints per table; foreign keys are added ``NOT VALID`` (a moment each) and then
+    validated, which locks only the referencing table against the same, so validations of different tables run
+    at once. Returns the seconds each index and constraint took, by name, so a caller can say where the time
+    went.
     """
-    import time
-
     from django.db import connection
 
     spent: dict[str, float] = {}
+
+    def timed(name: str, sql: str, what: str) -> Callable[[], None]:
+        def run() -> None:
+            started = time.perf_counter()
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+            spent[name] = time.perf_counter() - started
+            log(f"      {what} {name}: {spent[name]:.1f} s")
+
+        return run
+
+    def table_of(definition: str) -> str:
+        return definition.split(" ON ", 1)[1].split()[0].removeprefix("ONLY").strip().removeprefix("public.")
+
+    filled = {table for tables, _step in first for table in tables}
+    # The biggest tables' indexes first, so the last builds to finish are small ones.
+    by_size = _table_sizes({table_of(d) for _n, d in aside.indexes} | {t for t, _n, _d in aside.constraints})
+    indexes = sorted(aside.indexes, key=lambda index: -by_size.get(table_of(index[1]), 0))
+    run_parallel(
+        [
+            *first,
+            *(({table_of(definition)} & filled, timed(name, definition, "index")) for name, definition in indexes),
+        ],
+        workers,
+    )
+    constraints = sorted(aside.constraints, key=lambda c: -by_size.get(c[0], 0))
+    # Unique constraints before the foreign keys that may reference them.
+    run_parallel(
+        [
+            ((table,), timed(name, f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}', "constraint"))
+            for table, name, definition in constraints
+            if not definition.startswith("FOREIGN KEY")
+        ],
+        workers,
+    )
+    foreign = [
+        (table, name, definition) for table, name, definition in constraints if definition.startswith("FOREIGN KEY")
+    ]
     with connection.cursor() as cursor:
-        for name, definition in aside.indexes:
-            started = time.perf_counter()
-            cursor.execute(definition)
-            spent[name] = time.perf_counter() - started
-            log(f"      index {name}: {spent[name]:.1f} s")
-        # Unique constraints before the foreign keys that may reference them.
-        ordered = sorted(aside.constraints, key=lambda c: c[2].startswith("FOREIGN KEY"))
-        for table, name, definition in ordered:
-            started = time.perf_counter()
-            cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-            spent[name] = time.perf_counter() - started
-            log(f"      constraint {name}: {spent[name]:.1f} s")
+        for table, name, definition in foreign:
+            cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition} NOT VALID')
+    run_parallel(
+        [
+            ((table,), timed(name, f'ALTER TABLE {table} VALIDATE CONSTRAINT "{name}"', "foreign key"))
+            for table, name, _definition in foreign
+        ],
+        workers,
+    )
+    with connection.cursor() as cursor:
         for table, name in aside.triggers:
             cursor.execute(f'ALTER TABLE {table} ENABLE TRIGGER "{name}"')
     return spent
+
+
+def _table_sizes(tables: set[str]) -> dict[str, int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT t, pg_relation_size(t::regclass) FROM unnest(%s::text[]) AS t", [sorted(tables)])
+        return dict(cursor.fetchall())
+
+
+def run_parallel(steps: Sequence[tuple[Sequence[str], Callable[[], None]]], workers: int) -> None:
+    """Run ``steps`` (tables to hold, function) on ``workers`` threads, each with its own database connection.
+
+    A step holds its tables (in name order, so two steps never wait on each other crosswise) while it runs;
+    steps on other tables run meanwhile. Each connection is in autocommit, so every statement commits on its
+    own. The first failure stops the steps not yet started and is raised here once the running ones end.
+    """
+    import queue
+    import threading
+
+    from django.db import connection
+
+    if workers <= 1:
+        for _tables, step in steps:
+            step()
+        return
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for item in steps:
+        pending.put(item)
+    held: dict[str, threading.Lock] = {}
+    for tables, _step in steps:
+        for table in tables:
+            held.setdefault(table, threading.Lock())
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SET maintenance_work_mem = '512MB'")
+            while not failures:
+                try:
+                    tables, step = pending.get_nowait()
+                except queue.Empty:
+                    return
+                locks = [held[table] for table in sorted(set(tables))]
+                for lock in locks:
+                    lock.acquire()
+                try:
+                    step()
+                finally:
+                    for lock in reversed(locks):
+                        lock.release()
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, name=f"restore-{i}") for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]

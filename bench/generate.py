@@ -5,7 +5,8 @@
         --due 2000 --database bnpl_gen_quick                                            # make bench's quick size
 
 Drops and creates ``--database`` (default ``bnpl_gen``) on the server DATABASE_URL names (or the embedded
-server), migrates it, then loads in ONE database transaction:
+server), migrates it, then loads with ``--workers`` loader processes (default: one per core), each COPYing
+blocks of 100,000 orders with all their rows, one transaction per block:
 
 * approved merchants, each with an owner (user + membership), a fee rate (0.45 %–1 %), a merchant-payable
   ledger account and ``--listings`` listings spread over them, in the four scenarios with the demo's pricing rules
@@ -28,11 +29,15 @@ merchant never settled, settlement's worst case; the merchant dashboard's daily 
 after the load, as its disabled triggers would have kept it), the sandbox provider's own charge rows, scoring features,
 reward accounts, audit rows. Times are to the minute.
 
-How the load is fast and still checked (docs/performance.md, "Generated data set"): inside the transaction
-the loaded tables' secondary indexes, unique constraints and foreign keys are dropped and their user triggers
-disabled (``bench/copyload.py``, what pg_restore does), rows are COPYed as text, then every index is rebuilt
-and every constraint re-added from the catalogue's own definitions — re-adding a foreign key or a unique
-constraint validates every row, so a violation fails the load. The ledger triggers are off during the load
+How the load is fast and still checked (docs/performance.md, "Generated data set"): the loaded tables'
+secondary indexes, unique constraints and foreign keys are dropped and their user triggers disabled
+(``bench/copyload.py``, what pg_restore does), rows are COPYed as text, then every index is rebuilt and every
+constraint re-added from the catalogue's own definitions, ``--workers`` at a time — re-adding a foreign key or
+a unique constraint validates every row, so a violation fails the load. The database is the generator's own:
+a load that fails leaves it incomplete (the error says so) and the next run drops and creates it again. Block
+``b`` draws from a random generator seeded with (seed, b) and its order and ledger-transaction ids are reserved
+before the load, so the data set is the same whatever the number of workers (only the ids of rows nothing refers
+to, such as bill lines, follow the order in which the blocks finish). The ledger triggers are off during the load
 (the posting-time stamp would date 13 million historical postings "now", and the balance check would run once
 per row at COMMIT); ``ledger_check()`` verifies every transaction's balance after the load, and that the
 triggers are back. pghistory's audit triggers are off too: generated history has no audit rows (the audit
@@ -66,6 +71,8 @@ from copyload import copy_text, reserve_id_block, restore, set_aside  # noqa: E4
 DAY = 86_400
 HOUR = 3_600
 BLOCK = 100_000  # orders generated and COPYed per round (bounded memory)
+MAX_FACTS = 4  # ledger transactions of one order at most: completion, charge, fee, refund
+PARTIES = -1  # the worker task that COPYs the merchants, listings and consumers (the others are blocks of orders)
 GRACE = 72 * HOUR  # settings.BNPL_GRACE_PERIOD and BNPL_GUARANTEE_WINDOW defaults
 
 # Status codes of a generated order (index into STATUS).
@@ -265,6 +272,14 @@ def bill(template: tuple, rng: random.Random) -> tuple[int, list]:
     return price, [(template[0], "1.0000", "件", f"{rule['price']}00", price)]
 
 
+_forked: Generator | None = None  # the generator a forked worker process loads blocks for
+
+
+def _load_block(b: int) -> tuple[int, dict[str, int], dict[int, int], dict[int, int]]:
+    assert _forked is not None
+    return _forked.load_block(b)
+
+
 class Generator:
     """Generates and COPYs the data set; ``counts`` holds the rows written per table, for the checks."""
 
@@ -275,6 +290,10 @@ class Generator:
         self.ts = Clock()
         self.counts: dict[str, int] = {}
         self.exposure = [0] * shape.consumers  # fen held by each consumer's open orders
+        self.fee_bp = [FEE_BP[i % len(FEE_BP)] for i in range(shape.merchants)]
+        # Listing j belongs to merchant j % M: merchant i's k-th listing is listing0 + i + M·k.
+        self.listing_count = [shape.listings // shape.merchants + (1 if i < shape.listings % shape.merchants else 0)
+                              for i in range(shape.merchants)]  # fmt: skip
         self.pause_reason: dict[int, str] = {}  # consumer index → reason (first overdue order)
         from bnpl.overdue import OVERDUE_PAUSE_PREFIX
 
@@ -287,18 +306,38 @@ class Generator:
 
     # ---------------------------------------------------------------------------------------------------- parties
 
+    def reserve_parties(self) -> None:
+        """Ids of every party, and what the orders and profiles need to know of them (fees, listings, scores)."""
+        from django.contrib.auth import get_user_model
+
+        from bnpl.models import LedgerAccount
+        from consumers.limits import initial_limit_for_score
+        from consumers.models import Consumer
+        from merchants.models import Listing, Merchant
+
+        s = self.shape
+        self.user0 = reserve_id_block(get_user_model(), s.merchants + s.consumers)
+        self.merchant0 = reserve_id_block(Merchant, s.merchants)
+        self.listing0 = reserve_id_block(Listing, s.listings)
+        self.consumer0 = reserve_id_block(Consumer, s.consumers)
+        # Ledger accounts: a payable per merchant, a receivable per consumer (ids known, for the entries).
+        self.payable0 = reserve_id_block(LedgerAccount, s.merchants)
+        self.receivable0 = reserve_id_block(LedgerAccount, s.consumers)
+        rng = random.Random(f"{s.seed}:scores")
+        self.score = [max(350, min(950, int(rng.gauss(650, 55)))) for _ in range(s.consumers)]
+        self.limit_fen = [int(initial_limit_for_score(score) * 100) for score in self.score]
+
     def parties(self) -> None:
+        """COPY the parties whose ids :meth:`reserve_parties` reserved (in a worker, beside the first orders)."""
         from django.contrib.auth import get_user_model
         from stdnum.cn import uscc
 
         from bnpl.models import LedgerAccount, SandboxFundingSource
-        from consumers.limits import initial_limit_for_score
         from consumers.models import Consumer
         from merchants.models import Listing, Merchant, MerchantMember
 
         s, rng, ts = self.shape, self.rng, self.ts
         user = get_user_model()
-        self.user0 = reserve_id_block(user, s.merchants + s.consumers)
         started_at = self.now - s.days * DAY - 30 * DAY
         self.copy(
             user,
@@ -308,8 +347,6 @@ class Generator:
                 for i in range(s.merchants + s.consumers)
             ),
         )
-        self.merchant0 = reserve_id_block(Merchant, s.merchants)
-        self.fee_bp = [FEE_BP[i % len(FEE_BP)] for i in range(s.merchants)]
 
         def merchants() -> Iterator[str]:
             for i in range(s.merchants):
@@ -350,10 +387,6 @@ class Generator:
             ["merchant_id", "user_id", "role"],
             (f"{self.merchant0 + i}\t{self.user0 + i}\towner" for i in range(s.merchants)),
         )
-        # Listing j belongs to merchant j % M: merchant i's k-th listing is listing0 + i + M·k.
-        self.listing0 = reserve_id_block(Listing, s.listings)
-        self.listing_count = [s.listings // s.merchants + (1 if i < s.listings % s.merchants else 0)
-                              for i in range(s.merchants)]  # fmt: skip
 
         def listings() -> Iterator[str]:
             for j in range(s.listings):
@@ -370,7 +403,6 @@ class Generator:
              "status"],
             listings(),
         )  # fmt: skip
-        self.consumer0 = reserve_id_block(Consumer, s.consumers)
         self.copy(
             Consumer,
             ["id", "user_id", "phone", "phone_verified", "city", "created_at"],
@@ -389,8 +421,6 @@ class Generator:
                 for i in range(s.consumers)
             ),
         )
-        # Ledger accounts: a payable per merchant, a receivable per consumer (ids known, for the entries).
-        self.payable0 = reserve_id_block(LedgerAccount, s.merchants)
         self.copy(
             LedgerAccount,
             ["id", "code", "kind", "merchant_id"],
@@ -399,7 +429,6 @@ class Generator:
                 for i in range(s.merchants)
             ),
         )
-        self.receivable0 = reserve_id_block(LedgerAccount, s.consumers)
         self.copy(
             LedgerAccount,
             ["id", "code", "kind", "consumer_id"],
@@ -409,8 +438,6 @@ class Generator:
                 for i in range(s.consumers)
             ),
         )
-        self.score = [max(350, min(950, int(rng.gauss(650, 55)))) for _ in range(s.consumers)]
-        self.limit_fen = [int(initial_limit_for_score(score) * 100) for score in self.score]
 
     def platform_accounts(self) -> None:
         from bnpl.ledger import ledger_account_for
@@ -442,8 +469,8 @@ class Generator:
 
     # ----------------------------------------------------------------------------------------------------- orders
 
-    def order(self, oid: int, due_now: bool) -> Order:
-        s, rng, now = self.shape, self.rng, self.now
+    def order(self, oid: int, due_now: bool, rng: random.Random) -> Order:
+        s, now = self.shape, self.now
         merchant = 0 if rng.random() < 0.02 else rng.randrange(s.merchants)  # merchant #0 is a big one
         k = rng.randrange(self.listing_count[merchant])
         template = TEMPLATES[SCENARIOS[merchant % 4]][k % 2]
@@ -511,33 +538,87 @@ class Generator:
             o.guaranteed = o.due + 2 * GRACE + rng.randint(0, HOUR)
             if status == OVERDUE:
                 o.next_attempt = now + rng.randint(12 * HOUR, DAY)
-                if o.consumer not in self.pause_reason:
-                    self.pause_reason[o.consumer] = f"{self.pause_prefix}{oid} (G{oid})"[:200]
             else:
                 o.closed, o.close_reason = o.due + 95 * DAY, "written off after 90 days past due"
         if o.failures:
             offsets = (0, HOUR, 7 * HOUR, 31 * HOUR, 55 * HOUR)
             o.attempt_times = tuple(o.due + offsets[j] for j in range(o.failures))
-        self.exposure[o.consumer] += o.hold_fen
         return o
 
-    def orders(self) -> None:
-        s = self.shape
-        history = s.orders - s.due
-        done = 0
-        started = time.perf_counter()
-        while done < s.orders:
-            n = min(BLOCK, s.orders - done)
-            first = reserve_id_block(self.models["CreditOrder"], n)
-            # The due-now orders come last: the newest ids, as on a live platform.
-            block = [self.order(first + j, done + j >= history) for j in range(n)]
-            self.write_block(block)
-            done += n
-            if done % (10 * BLOCK) == 0 or done == s.orders:
-                rate = done / (time.perf_counter() - started)
-                log(f"    orders: {done:,}/{s.orders:,} ({rate:,.0f} orders/s with their rows)")
+    def orders(self, workers: int) -> None:
+        """The parties, then every order with its rows in blocks of ``BLOCK``, shared out to ``workers`` processes.
 
-    def write_block(self, block: list[Order]) -> None:
+        Python formats the rows and PostgreSQL parses them, each about one core's worth at one loader: with a
+        loader per core both sides keep every core busy. Block ``b`` draws from its own random generator seeded
+        with (seed, b) and takes its ids from ranges reserved here, so the data set does not depend on the number
+        of workers or on which finishes first. Each block is one transaction; the exposure its open orders hold
+        and its consumers' first overdue order come back here for the credit profiles.
+        """
+        import multiprocessing
+
+        from django.db import connections
+
+        s = self.shape
+        self.order0 = reserve_id_block(self.models["CreditOrder"], s.orders)
+        self.transaction0 = reserve_id_block(self.models["LedgerTransaction"], s.orders * MAX_FACTS)
+        blocks = [PARTIES, *range(-(-s.orders // BLOCK))]
+        connections.close_all()  # the workers are forked: each opens its own connection
+        global _forked
+        _forked = self
+        done = 0
+        first_overdue: dict[int, int] = {}
+        started = time.perf_counter()
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for n, counts, held, overdue in pool.imap_unordered(_load_block, blocks):
+                for table, rows in counts.items():
+                    self.counts[table] = self.counts.get(table, 0) + rows
+                if n == PARTIES:
+                    log(f"    merchants, listings, consumers, cards, accounts: {time.perf_counter() - started:.1f} s")
+                    continue
+                for consumer, fen in held.items():
+                    self.exposure[consumer] += fen
+                for consumer, oid in overdue.items():
+                    if oid < first_overdue.get(consumer, oid + 1):
+                        first_overdue[consumer] = oid
+                done += n
+                if done % (10 * BLOCK) == 0 or done == s.orders:
+                    rate = done / (time.perf_counter() - started)
+                    log(f"    orders: {done:,}/{s.orders:,} ({rate:,.0f} orders/s with their rows)")
+        _forked = None
+        for consumer, oid in first_overdue.items():
+            self.pause_reason[consumer] = f"{self.pause_prefix}{oid} (G{oid})"[:200]
+
+    def load_block(self, b: int) -> tuple[int, dict[str, int], dict[int, int], dict[int, int]]:
+        """Generate and COPY block ``b`` of the orders (or the parties) in one transaction, in a worker process.
+
+        Returns the number of orders (``PARTIES`` for the parties), the rows written per table, the fen each
+        consumer's open orders hold and each consumer's first overdue order (for the credit profiles, written
+        after every block).
+        """
+        from django.db import transaction
+
+        self.counts = {}
+        if b == PARTIES:
+            with transaction.atomic():
+                self.parties()
+            return PARTIES, self.counts, {}, {}
+        s = self.shape
+        rng = random.Random(f"{s.seed}:{b}")
+        first, history = b * BLOCK, s.orders - s.due
+        # The due-now orders come last: the newest ids, as on a live platform.
+        block = [self.order(self.order0 + i, i >= history, rng) for i in range(first, min(first + BLOCK, s.orders))]
+        with transaction.atomic():
+            self.write_block(block, first_transaction=self.transaction0 + first * MAX_FACTS)
+        held: dict[int, int] = {}
+        overdue: dict[int, int] = {}
+        for o in block:
+            if o.hold_fen:
+                held[o.consumer] = held.get(o.consumer, 0) + o.hold_fen
+            if o.status == OVERDUE and o.consumer not in overdue:
+                overdue[o.consumer] = o.id
+        return len(block), self.counts, held, overdue
+
+    def write_block(self, block: list[Order], *, first_transaction: int | None = None) -> None:
         m, ts = self.models, self.ts
         merchant0, consumer0 = self.merchant0, self.consumer0
 
@@ -604,7 +685,7 @@ class Generator:
                 if o.refund_fen
             ),
         )  # fmt: skip
-        self.postings(block)
+        self.postings(block, first_transaction)
         self.copy(
             m["PromiseRecord"],
             ["consumer_id", "merchant_id", "order_id", "outcome", "amount", "recorded_at"],
@@ -629,8 +710,11 @@ class Generator:
     def token(self, consumer: int) -> str:
         return f"sfs_{self.shape.seed % 65536:04x}{consumer:020x}"
 
-    def postings(self, block: list[Order]) -> None:
-        """Ledger transactions and entries of a block: what bnpl/ledger.py's post_* helpers write, per fact."""
+    def postings(self, block: list[Order], first: int | None) -> None:
+        """Ledger transactions and entries of a block: what bnpl/ledger.py's post_* helpers write, per fact.
+
+        Transaction ids from ``first`` on (at most ``MAX_FACTS`` per order), else a block reserved here.
+        """
         m, ts = self.models, self.ts
         facts: list[tuple[int, str, str, int, list[tuple[int, int]]]] = []  # (order, kind, key, at, entries)
         for o in block:
@@ -654,7 +738,9 @@ class Generator:
             if o.status == WRITTEN_OFF:
                 facts.append((o.id, "write_off", f"write_off:{o.id}", o.closed, [(self.bad_debt, a),
                                                                                   (receivable, -a)]))  # fmt: skip
-        first = reserve_id_block(m["LedgerTransaction"], len(facts))
+        if first is None:
+            first = reserve_id_block(m["LedgerTransaction"], len(facts))
+        assert len(facts) <= MAX_FACTS * len(block)
         self.copy(
             m["LedgerTransaction"],
             ["id", "kind", "order_id", "idempotency_key", "description", "created_at"],
@@ -694,13 +780,14 @@ class Generator:
         }
         self.platform_accounts()
 
-    def run(self) -> None:
+    def run(self, workers: int) -> None:
+        from django.db import transaction
+
         self.prepare()
-        started = time.perf_counter()
-        self.parties()
-        log(f"    merchants, listings, consumers, cards, accounts: {time.perf_counter() - started:.1f} s")
-        self.orders()
-        self.profiles()
+        self.reserve_parties()
+        self.orders(workers)
+        with transaction.atomic():
+            self.profiles()
 
     def attach(self) -> None:
         """Find the parties an earlier run generated (contiguous id blocks), instead of generating them."""
@@ -719,10 +806,6 @@ class Generator:
                 "JOIN bnpl_ledgeraccount a ON a.consumer_id = c.id WHERE u.username LIKE 'gen-c%%'"
             )
             self.consumer0, self.receivable0 = cursor.fetchone()
-        s = self.shape
-        self.fee_bp = [FEE_BP[i % len(FEE_BP)] for i in range(s.merchants)]
-        self.listing_count = [s.listings // s.merchants + (1 if i < s.listings % s.merchants else 0)
-                              for i in range(s.merchants)]  # fmt: skip
 
     def top_up(self, n: int) -> None:
         """``n`` more orders due now, as the generated ones, with the triggers and constraints all in place."""
@@ -731,7 +814,7 @@ class Generator:
         self.prepare()
         self.attach()
         first = reserve_id_block(self.models["CreditOrder"], n)
-        block = [self.order(first + j, True) for j in range(n)]
+        block = [self.order(first + j, True, self.rng) for j in range(n)]
         self.write_block(block)
         held: dict[int, int] = {}
         for o in block:
@@ -860,8 +943,12 @@ def dashboard_differences() -> int:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def generate(shape: Shape) -> dict[str, Any]:
-    """Load the data set into the current database (migrated, empty); returns the figures."""
+def generate(shape: Shape, workers: int) -> dict[str, Any]:
+    """Load the data set into the current database (migrated, empty) with ``workers`` loaders; returns the figures.
+
+    The steps commit as they go (the orders a block per transaction, on ``workers`` connections): a load that
+    fails leaves the database incomplete, which the error says; the next run drops it and starts again.
+    """
     from django.db import connection, transaction
     from django.utils import timezone
 
@@ -871,24 +958,31 @@ def generate(shape: Shape) -> dict[str, Any]:
     generator = Generator(shape, timezone.now())
     started = time.perf_counter()
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
         aside = set_aside(LOADED_TABLES)
-        log(f"[1/3] load ({aside.describe()} set aside)")
-        generator.run()
-        started_queue = time.perf_counter()
-        queued = queue_unsettled_entries()  # what the disabled trigger would have queued: every payable entry
-        log(f"    settlement queue: {queued:,} unsettled payable entries ({time.perf_counter() - started_queue:.1f} s)")
-        started_stats = time.perf_counter()
-        days = day_stats_rebuild()  # the dashboard's roll-up, which the disabled order triggers would have kept
-        log(f"    merchant day figures: {days:,} (merchant, day) rows ({time.perf_counter() - started_stats:.1f} s)")
-        loaded = time.perf_counter() - started
-        log(f"    rows copied in {loaded:.1f} s; rebuilding indexes and constraints")
-        spent = restore(aside, log=lambda message: None)
-        built = time.perf_counter() - started - loaded
-        log(f"    indexes and constraints rebuilt (each foreign key validated) in {built:.1f} s; the slowest:")
-        for name, seconds in sorted(spent.items(), key=lambda item: -item[1])[:6]:
-            log(f"      {seconds:6.1f} s  {name}")
+    log(f"[1/3] load ({aside.describe()} set aside; {workers} loaders)")
+    generator.run(workers)
+
+    def queue() -> None:  # what the disabled trigger would have queued: every payable entry
+        queued = queue_unsettled_entries()
+        log(f"    settlement queue: {queued:,} unsettled payable entries ({time.perf_counter() - started_fill:.1f} s)")
+
+    def day_stats() -> None:  # the dashboard's roll-up, which the disabled order triggers would have kept
+        days = day_stats_rebuild()
+        log(f"    merchant day figures: {days:,} (merchant, day) rows ({time.perf_counter() - started_fill:.1f} s)")
+
+    loaded = time.perf_counter() - started
+    log(f"    rows copied in {loaded:.1f} s; rebuilding indexes and constraints, filling the queue and roll-up beside")
+    started_fill = time.perf_counter()
+    spent = restore(
+        aside,
+        workers=workers,
+        first=[(("bnpl_unsettledentry",), queue), (("bnpl_merchantdaystats",), day_stats)],
+        log=lambda message: None,
+    )
+    built = time.perf_counter() - started - loaded
+    log(f"    indexes and constraints rebuilt (each foreign key validated) in {built:.1f} s; the slowest:")
+    for name, seconds in sorted(spent.items(), key=lambda item: -item[1])[:6]:
+        log(f"      {seconds:6.1f} s  {name}")
     with connection.cursor() as cursor:
         started_analyze = time.perf_counter()
         cursor.execute("ANALYZE")
@@ -942,6 +1036,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=180, help="age of the oldest order (default 180)")
     parser.add_argument("--seed", type=int, default=20_261_126)
     parser.add_argument("--database", default="bnpl_gen", help="dropped and created (default bnpl_gen)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="loader processes and index builders (default: cores)"
+    )
     args = parser.parse_args()
     if args.listings < args.merchants or args.due > args.orders or args.days < 3:
         parser.error("need listings >= merchants, due <= orders, days >= 3")
@@ -956,7 +1053,12 @@ def main() -> None:
     started = time.perf_counter()
     call_command("migrate", verbosity=0)
     log(f"database {args.database}: migrated in {time.perf_counter() - started:.1f} s; load {os.getloadavg()[0]:.2f}")
-    result = generate(shape)
+    try:
+        result = generate(shape, max(1, args.workers))
+    except BaseException:
+        log(f"the load failed: database {args.database} is incomplete (indexes, constraints and triggers set aside);"
+            " running this again drops and creates it")  # fmt: skip
+        raise
     result["database"] = args.database
     result["load_avg"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
