@@ -107,6 +107,14 @@ def sandbox_charge(
     committed, replay it. The unique key is the backstop for duplicates naming different or
     unknown sources. One round trip instead of five keeps the provider's own cost small next
     to the charge run it serves (docs/charging.md, "Performance").
+
+    The provider's transaction commits without waiting for its WAL flush (``synchronous_commit``
+    off for this transaction only): a real provider's durability costs its own machines, not the
+    platform's, and the wait was most of a sandbox charge's time. Nothing the platform relies on
+    is weakened: the WAL is one sequence, so the caller's own durable commit of the outcome (or
+    of anything later) flushes the charge too; only a server crash before any later flush can
+    lose it, and then the charge is lost whole (balance and record), which the attempt's reconcile
+    reads as "never charged", as with a request the provider never received.
     """
     key, value = _key(idempotency_key), _amount(amount)
     token = _token(funding_token, "funding source")
@@ -117,7 +125,8 @@ def sandbox_charge(
     try:
         with durable, connection.cursor() as cursor:
             cursor.execute(
-                "SELECT * FROM bnpl_sandbox_charge(%s, %s, %s, %s, %s)",
+                "SELECT c.* FROM set_config('synchronous_commit', 'off', true), "
+                "bnpl_sandbox_charge(%s, %s, %s, %s, %s) AS c",
                 [key, token, value, risk_reject, new_charge_reference()],
             )
             charge_id, reference, status, decline_code, recorded_token, recorded_amount, replayed = cursor.fetchone()

@@ -204,6 +204,25 @@ def test_gateway_refuses_to_run_inside_a_callers_transaction(gateway, source):
     assert SandboxCharge.objects.count() == 0
 
 
+def test_the_sandbox_charge_commits_without_waiting_for_the_flush(gateway, source):
+    # The test case's transaction stands for the charge's own: the setting holds until its end.
+    gateway.charge("charge:async", source.token, D("1.00"))
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "off"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_callers_next_transactions_still_wait_for_the_flush(gateway, source):
+    result = gateway.charge("charge:async", source.token, D("2.00"))  # autocommit: its own transaction
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    assert result.succeeded and balance_of(source) == D("98.00")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_twenty_concurrent_charges_with_one_key_charge_once():
     source = add_source(ConsumerFactory(), "100.00")
