@@ -5,8 +5,8 @@
         --due 2000 --database bnpl_gen_quick                                            # make bench's quick size
 
 Drops and creates ``--database`` (default ``bnpl_gen``) on the server DATABASE_URL names (or the embedded
-server), migrates it, then loads with ``--workers`` loader processes (default: one per core), each COPYing
-blocks of 100,000 orders with all their rows, one transaction per block:
+server), migrates it, then loads with ``--workers`` loader processes (default: one per core, at most 4), each
+COPYing blocks of 100,000 orders with all their rows, one transaction per block:
 
 * approved merchants, each with an owner (user + membership), a fee rate (0.45 %–1 %), a merchant-payable
   ledger account and ``--listings`` listings spread over them, in the four scenarios with the demo's pricing rules
@@ -1037,7 +1037,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20_261_126)
     parser.add_argument("--database", default="bnpl_gen", help="dropped and created (default bnpl_gen)")
     parser.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="loader processes and index builders (default: cores)"
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="loader processes and index builders, each index builder with 512 MB of maintenance_work_mem "
+        "(default: the cores, at most 4)",
     )
     args = parser.parse_args()
     if args.listings < args.merchants or args.due > args.orders or args.days < 3:
