@@ -70,7 +70,7 @@ from copyload import copy_text, reserve_id_block, restore, set_aside  # noqa: E4
 
 DAY = 86_400
 HOUR = 3_600
-BLOCK = 100_000  # orders generated and COPYed per round (bounded memory)
+BLOCK = 100_000  # orders generated and COPYed per task (bounded memory), unless --block says otherwise
 MAX_FACTS = 4  # ledger transactions of one order at most: completion, charge, fee, refund
 PARTIES = -1  # the worker task that COPYs the merchants, listings and consumers (the others are blocks of orders)
 GRACE = 72 * HOUR  # settings.BNPL_GRACE_PERIOD and BNPL_GUARANTEE_WINDOW defaults
@@ -213,6 +213,7 @@ class Shape:
     due: int
     days: int
     seed: int
+    block: int = BLOCK  # orders per worker task; with the seed, it decides the data set
 
 
 @dataclass(slots=True)
@@ -546,7 +547,7 @@ class Generator:
         return o
 
     def orders(self, workers: int) -> None:
-        """The parties, then every order with its rows in blocks of ``BLOCK``, shared out to ``workers`` processes.
+        """The parties, then every order with its rows in blocks of ``shape.block``, shared out to ``workers``.
 
         Python formats the rows and PostgreSQL parses them, each about one core's worth at one loader: with a
         loader per core both sides keep every core busy. Block ``b`` draws from its own random generator seeded
@@ -561,7 +562,7 @@ class Generator:
         s = self.shape
         self.order0 = reserve_id_block(self.models["CreditOrder"], s.orders)
         self.transaction0 = reserve_id_block(self.models["LedgerTransaction"], s.orders * MAX_FACTS)
-        blocks = [PARTIES, *range(-(-s.orders // BLOCK))]
+        blocks = [PARTIES, *range(-(-s.orders // s.block))]
         connections.close_all()  # the workers are forked: each opens its own connection
         global _forked
         _forked = self
@@ -581,7 +582,7 @@ class Generator:
                     if oid < first_overdue.get(consumer, oid + 1):
                         first_overdue[consumer] = oid
                 done += n
-                if done % (10 * BLOCK) == 0 or done == s.orders:
+                if done % (10 * s.block) == 0 or done == s.orders:
                     rate = done / (time.perf_counter() - started)
                     log(f"    orders: {done:,}/{s.orders:,} ({rate:,.0f} orders/s with their rows)")
         _forked = None
@@ -604,9 +605,9 @@ class Generator:
             return PARTIES, self.counts, {}, {}
         s = self.shape
         rng = random.Random(f"{s.seed}:{b}")
-        first, history = b * BLOCK, s.orders - s.due
+        first, history = b * s.block, s.orders - s.due
         # The due-now orders come last: the newest ids, as on a live platform.
-        block = [self.order(self.order0 + i, i >= history, rng) for i in range(first, min(first + BLOCK, s.orders))]
+        block = [self.order(self.order0 + i, i >= history, rng) for i in range(first, min(first + s.block, s.orders))]
         with transaction.atomic():
             self.write_block(block, first_transaction=self.transaction0 + first * MAX_FACTS)
         held: dict[int, int] = {}
@@ -1036,6 +1037,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=180, help="age of the oldest order (default 180)")
     parser.add_argument("--seed", type=int, default=20_261_126)
     parser.add_argument("--database", default="bnpl_gen", help="dropped and created (default bnpl_gen)")
+    parser.add_argument("--block", type=int, default=BLOCK, help=f"orders per loader task (default {BLOCK})")
     parser.add_argument(
         "--workers",
         type=int,
@@ -1044,9 +1046,11 @@ def main() -> None:
         "(default: the cores, at most 4)",
     )
     args = parser.parse_args()
-    if args.listings < args.merchants or args.due > args.orders or args.days < 3:
-        parser.error("need listings >= merchants, due <= orders, days >= 3")
-    shape = Shape(args.merchants, args.listings, args.consumers, args.orders, args.due, args.days, args.seed)
+    if args.listings < args.merchants or args.due > args.orders or args.days < 3 or args.block < 1:
+        parser.error("need listings >= merchants, due <= orders, days >= 3, block >= 1")
+    shape = Shape(
+        args.merchants, args.listings, args.consumers, args.orders, args.due, args.days, args.seed, args.block
+    )
 
     use_bench_database(args.database)
     import django
