@@ -144,7 +144,7 @@ def reserve_id_block(model: Any, n: int) -> int:
 class SetAside:
     """What :func:`set_aside` dropped or disabled, with the catalogue's own definitions to restore it."""
 
-    indexes: list[tuple[str, str]] = field(default_factory=list)  # (name, CREATE INDEX …)
+    indexes: list[tuple[str, str, str]] = field(default_factory=list)  # (table, name, CREATE INDEX …)
     constraints: list[tuple[str, str, str]] = field(default_factory=list)  # (table, name, definition)
     triggers: list[tuple[str, str]] = field(default_factory=list)  # (table, trigger name)
 
@@ -163,7 +163,7 @@ WHERE c.conrelid = ANY(%s::regclass[]) AND c.contype IN ('f', 'u')
 ORDER BY c.contype, c.conname
 """
 _INDEXES = """
-SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+SELECT i.indrelid::regclass::text, i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
 FROM pg_index i
 WHERE i.indrelid = ANY(%s::regclass[]) AND NOT i.indisprimary
   AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
@@ -198,9 +198,9 @@ def set_aside(tables: Sequence[str]) -> SetAside:
             cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
             aside.constraints.append((table, name, definition))
         cursor.execute(_INDEXES, [list(tables)])
-        for name, definition in cursor.fetchall():
+        for table, name, definition in cursor.fetchall():
             cursor.execute(f"DROP INDEX {name}")
-            aside.indexes.append((name, definition))
+            aside.indexes.append((table, name, definition))
         cursor.execute(_TRIGGERS, [list(tables)])
         for table, name in cursor.fetchall():
             cursor.execute(f'ALTER TABLE {table} DISABLE TRIGGER "{name}"')
@@ -212,15 +212,16 @@ def restore(
     aside: SetAside,
     *,
     workers: int = 1,
-    first: Sequence[tuple[Sequence[str], Callable[[], None]]] = (),
+    fills: Sequence[tuple[Sequence[str], Callable[[], None]]] = (),
     log: Any = print,
 ) -> dict[str, float]:
     """Rebuild what :func:`set_aside` took away: indexes, then unique constraints, then foreign keys (validated).
 
     With ``workers`` > 1 the statements of each step run on that many connections at once (the load must be
     committed, so they see it): index builds are mostly one busy core each, writing the index and its WAL.
-    ``first`` are (tables, function) steps to run beside the index builds, such as filling a table from the
-    others: the indexes of the tables they name wait for them. Statements that lock one table exclusively take
+    ``fills`` are (tables, function) steps taken before the index builds, each on a connection of its own while
+    the other connections build indexes, such as filling a table from the others: the indexes of the tables
+    they name wait for them. Statements that lock one table exclusively take
     turns: unique constraints per table; foreign keys are added ``NOT VALID`` (a moment each) and then
     validated, which locks only the referencing table against the same, so validations of different tables run
     at once. Returns the seconds each index and constraint took, by name, so a caller can say where the time
@@ -240,17 +241,14 @@ def restore(
 
         return run
 
-    def table_of(definition: str) -> str:
-        return definition.split(" ON ", 1)[1].split()[0].removeprefix("ONLY").strip().removeprefix("public.")
-
-    filled = {table for tables, _step in first for table in tables}
+    filled = {table for tables, _step in fills for table in tables}
     # The biggest tables' indexes first, so the last builds to finish are small ones.
-    by_size = _table_sizes({table_of(d) for _n, d in aside.indexes} | {t for t, _n, _d in aside.constraints})
-    indexes = sorted(aside.indexes, key=lambda index: -by_size.get(table_of(index[1]), 0))
+    by_size = _table_sizes({t for t, _n, _d in aside.indexes} | {t for t, _n, _d in aside.constraints})
+    indexes = sorted(aside.indexes, key=lambda index: -by_size.get(index[0], 0))
     run_parallel(
         [
-            *first,
-            *(({table_of(definition)} & filled, timed(name, definition, "index")) for name, definition in indexes),
+            *fills,
+            *(({table} & filled, timed(name, definition, "index")) for table, name, definition in indexes),
         ],
         workers,
     )
@@ -283,6 +281,10 @@ def restore(
     return spent
 
 
+#: Memory for each index build and constraint validation (per connection; PostgreSQL's default is 64 MB).
+MAINTENANCE_WORK_MEM = "SET maintenance_work_mem = '512MB'"
+
+
 def _table_sizes(tables: set[str]) -> dict[str, int]:
     from django.db import connection
 
@@ -304,28 +306,30 @@ def run_parallel(steps: Sequence[tuple[Sequence[str], Callable[[], None]]], work
     from django.db import connection
 
     if workers <= 1:
+        with connection.cursor() as cursor:
+            cursor.execute(MAINTENANCE_WORK_MEM)
         for _tables, step in steps:
             step()
         return
     pending: queue.SimpleQueue = queue.SimpleQueue()
     for item in steps:
         pending.put(item)
-    held: dict[str, threading.Lock] = {}
+    table_locks: dict[str, threading.Lock] = {}
     for tables, _step in steps:
         for table in tables:
-            held.setdefault(table, threading.Lock())
+            table_locks.setdefault(table, threading.Lock())
     failures: list[BaseException] = []
 
     def work() -> None:
         try:
             with connection.cursor() as cursor:
-                cursor.execute("SET maintenance_work_mem = '512MB'")
+                cursor.execute(MAINTENANCE_WORK_MEM)
             while not failures:
                 try:
                     tables, step = pending.get_nowait()
                 except queue.Empty:
                     return
-                locks = [held[table] for table in sorted(set(tables))]
+                locks = [table_locks[table] for table in sorted(set(tables))]
                 for lock in locks:
                     lock.acquire()
                 try:

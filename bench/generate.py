@@ -71,7 +71,7 @@ from copyload import copy_text, reserve_id_block, restore, set_aside  # noqa: E4
 DAY = 86_400
 HOUR = 3_600
 BLOCK = 100_000  # orders generated and COPYed per task (bounded memory), unless --block says otherwise
-MAX_FACTS = 4  # ledger transactions of one order at most: completion, charge, fee, refund
+MAX_FACTS = 4  # ledger transactions of one order at most: completion, charge, fee, refund (a write-off has 3)
 PARTIES = -1  # the worker task that COPYs the merchants, listings and consumers (the others are blocks of orders)
 GRACE = 72 * HOUR  # settings.BNPL_GRACE_PERIOD and BNPL_GUARANTEE_WINDOW defaults
 
@@ -556,6 +556,7 @@ class Generator:
         and its consumers' first overdue order come back here for the credit profiles.
         """
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         from django.db import connections
 
@@ -569,8 +570,13 @@ class Generator:
         done = 0
         first_overdue: dict[int, int] = {}
         started = time.perf_counter()
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for n, counts, held, overdue in pool.imap_unordered(_load_block, blocks):
+        # A worker that dies (killed, out of memory) breaks the pool: the next result raises BrokenProcessPool
+        # instead of waiting for ever. On any failure the blocks not started are cancelled.
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        try:
+            futures = [pool.submit(_load_block, b) for b in blocks]
+            for future in as_completed(futures):
+                n, counts, held, overdue = future.result()
                 for table, rows in counts.items():
                     self.counts[table] = self.counts.get(table, 0) + rows
                 if n == PARTIES:
@@ -585,7 +591,9 @@ class Generator:
                 if done % (10 * s.block) == 0 or done == s.orders:
                     rate = done / (time.perf_counter() - started)
                     log(f"    orders: {done:,}/{s.orders:,} ({rate:,.0f} orders/s with their rows)")
-        _forked = None
+        finally:
+            pool.shutdown(cancel_futures=True)
+            _forked = None
         for consumer, oid in first_overdue.items():
             self.pause_reason[consumer] = f"{self.pause_prefix}{oid} (G{oid})"[:200]
 
@@ -741,7 +749,8 @@ class Generator:
                                                                                   (receivable, -a)]))  # fmt: skip
         if first is None:
             first = reserve_id_block(m["LedgerTransaction"], len(facts))
-        assert len(facts) <= MAX_FACTS * len(block)
+        elif len(facts) > MAX_FACTS * len(block):
+            raise RuntimeError(f"{len(facts)} ledger transactions for {len(block)} orders: past the reserved range")
         self.copy(
             m["LedgerTransaction"],
             ["id", "kind", "order_id", "idempotency_key", "description", "created_at"],
@@ -963,11 +972,11 @@ def generate(shape: Shape, workers: int) -> dict[str, Any]:
     log(f"[1/3] load ({aside.describe()} set aside; {workers} loaders)")
     generator.run(workers)
 
-    def queue() -> None:  # what the disabled trigger would have queued: every payable entry
+    def fill_settlement_queue() -> None:  # what the disabled trigger would have queued: every payable entry
         queued = queue_unsettled_entries()
         log(f"    settlement queue: {queued:,} unsettled payable entries ({time.perf_counter() - started_fill:.1f} s)")
 
-    def day_stats() -> None:  # the dashboard's roll-up, which the disabled order triggers would have kept
+    def fill_day_stats() -> None:  # the dashboard's roll-up, which the disabled order triggers would have kept
         days = day_stats_rebuild()
         log(f"    merchant day figures: {days:,} (merchant, day) rows ({time.perf_counter() - started_fill:.1f} s)")
 
@@ -977,7 +986,7 @@ def generate(shape: Shape, workers: int) -> dict[str, Any]:
     spent = restore(
         aside,
         workers=workers,
-        first=[(("bnpl_unsettledentry",), queue), (("bnpl_merchantdaystats",), day_stats)],
+        fills=[(("bnpl_unsettledentry",), fill_settlement_queue), ((), fill_day_stats)],
         log=lambda message: None,
     )
     built = time.perf_counter() - started - loaded
@@ -1046,8 +1055,14 @@ def main() -> None:
         "(default: the cores, at most 4)",
     )
     args = parser.parse_args()
-    if args.listings < args.merchants or args.due > args.orders or args.days < 3 or args.block < 1:
-        parser.error("need listings >= merchants, due <= orders, days >= 3, block >= 1")
+    if (
+        args.listings < args.merchants
+        or args.orders < 1
+        or not 0 <= args.due <= args.orders
+        or args.days < 3
+        or args.block < 1
+    ):
+        parser.error("need listings >= merchants, 0 <= due <= orders, orders >= 1, days >= 3, block >= 1")
     shape = Shape(
         args.merchants, args.listings, args.consumers, args.orders, args.due, args.days, args.seed, args.block
     )

@@ -110,11 +110,14 @@ def sandbox_charge(
 
     The provider's transaction commits without waiting for its WAL flush (``synchronous_commit``
     off for this transaction only): a real provider's durability costs its own machines, not the
-    platform's, and the wait was most of a sandbox charge's time. Nothing the platform relies on
-    is weakened: the WAL is one sequence, so the caller's own durable commit of the outcome (or
-    of anything later) flushes the charge too; only a server crash before any later flush can
-    lose it, and then the charge is lost whole (balance and record), which the attempt's reconcile
-    reads as "never charged", as with a request the provider never received.
+    platform's, and the wait was most of a sandbox charge's time. The sandbox's tables are the
+    platform's, on the platform's database server, and there nothing the platform relies on is
+    weakened: the WAL is one sequence, so the caller's own durable commit of the outcome (or of
+    anything later) flushes the charge too; only a server crash before any later flush can lose
+    it, and then the charge is lost whole (balance and record), which the attempt's reconcile
+    reads as "never charged", as with a request the provider never received. (A sandbox served
+    from a database server of its own, through ``BNPL_GATEWAY_URL``, could lose in its own crash
+    a charge the platform has recorded: acceptable for a test double, never for a provider.)
     """
     key, value = _key(idempotency_key), _amount(amount)
     token = _token(funding_token, "funding source")
