@@ -221,11 +221,10 @@ def restore(
     committed, so they see it): index builds are mostly one busy core each, writing the index and its WAL.
     ``fills`` are (tables, function) steps taken before the index builds, each on a connection of its own while
     the other connections build indexes, such as filling a table from the others: the indexes of the tables
-    they name wait for them. Statements that lock one table exclusively take
-    turns: unique constraints per table; foreign keys are added ``NOT VALID`` (a moment each) and then
-    validated, which locks only the referencing table against the same, so validations of different tables run
-    at once. Returns the seconds each index and constraint took, by name, so a caller can say where the time
-    went.
+    they name wait for them. Statements that lock one table exclusively take turns: unique constraints per
+    table; foreign keys are added ``NOT VALID`` (a moment each) and then validated, which locks only the
+    referencing table against the same, so validations of different tables run at once. Returns the seconds
+    each index and constraint took, by name, so a caller can say where the time went.
     """
     from django.db import connection
 
