@@ -9,7 +9,12 @@ a charge-run benchmark against a provider slower than the run measures the provi
 
 One asyncio event loop per process holds the connections (HTTP/1.1 keep-alive) and waits the
 configured latency without occupying a thread; the database work (the faults row, the provider's
-transaction) runs on a small thread pool, each thread with its own persistent Django connection.
+transaction) runs on a small thread pool, each thread with its own persistent Django connection. A request
+waits the latency the faults had at the process's previous request, then one call on the pool reads the
+faults and processes it; only when the latency was raised meanwhile does it wait the difference and call
+again. Either way a request is processed after at least the latency configured when it is processed (a
+lowered latency applies from the next request), and the faults row is read once per request, not twice as
+often as the provider's transaction runs.
 Several processes (``--processes``) share one listening socket. Like the views, it refuses to run
 unless ``BNPL_SANDBOX_HTTP_ENABLED`` is true: it moves simulated money and takes no credentials.
 
@@ -37,7 +42,7 @@ from django.db import DatabaseError, InterfaceError, connection
 
 from bnpl.gateway.base import GatewayRequestError
 from bnpl.gateway.endpoint import ENDPOINTS, answer, request_data
-from bnpl.gateway.faults import sandbox_faults_load
+from bnpl.gateway.faults import SandboxFaults, sandbox_faults_load
 from bnpl.thread_pools import shutdown_closing_connections
 
 logger = logging.getLogger(__name__)
@@ -76,6 +81,16 @@ def _on_db_thread(function: Any, *args: Any) -> Any:
         raise _Unavailable(str(exc)) from exc
 
 
+def _answer_if_waited(
+    endpoint: str, data: dict[str, Any], waited_ms: int
+) -> tuple[SandboxFaults, tuple[int, dict[str, Any]] | None]:
+    """The current faults, and the answer when ``waited_ms`` covered their latency (None: wait longer first)."""
+    faults = sandbox_faults_load()
+    if faults.latency_ms > waited_ms:
+        return faults, None
+    return faults, answer(endpoint, data, faults)
+
+
 class SandboxServer:
     """The request handling of one process: an event loop's connections and a pool of database threads."""
 
@@ -85,6 +100,8 @@ class SandboxServer:
         self.threads = max(1, threads)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sandbox-db")
         self._writers: set[asyncio.StreamWriter] = set()
+        #: The added latency the faults had at this process's last request (what the next one waits first).
+        self._latency_ms = 0
 
     async def _dispatch(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         endpoint = path[len(PREFIX) :] if path.startswith(PREFIX) else ""
@@ -98,10 +115,19 @@ class SandboxServer:
             return 400, {"error": str(exc)}
         loop = asyncio.get_running_loop()
         try:
-            faults = await loop.run_in_executor(self.pool, _on_db_thread, sandbox_faults_load)
-            if faults.latency_ms:
-                await asyncio.sleep(faults.latency_ms / 1000)
-            return await loop.run_in_executor(self.pool, _on_db_thread, answer, endpoint, data, faults)
+            # Wait the latency the provider had at its last request, then read the faults and, when that
+            # wait was long enough, process in the same database call: one call per request, not two.
+            waited = self._latency_ms
+            if waited:
+                await asyncio.sleep(waited / 1000)
+            faults, reply = await loop.run_in_executor(
+                self.pool, _on_db_thread, _answer_if_waited, endpoint, data, waited
+            )
+            self._latency_ms = faults.latency_ms
+            if reply is None:  # the latency was raised meanwhile: wait the rest, then process
+                await asyncio.sleep((faults.latency_ms - waited) / 1000)
+                reply = await loop.run_in_executor(self.pool, _on_db_thread, answer, endpoint, data, faults)
+            return reply
         except _Unavailable:
             return 503, {"error": "service unavailable (database)"}
         except Exception:

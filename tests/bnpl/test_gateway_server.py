@@ -10,6 +10,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from decimal import Decimal
 from urllib.parse import urlsplit
 
@@ -19,7 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from bnpl.gateway.base import ChargeOutcome, GatewayRequestError
 from bnpl.gateway.http import HttpSandboxGateway
 from bnpl.gateway.server import SandboxServer, serve_in_thread
-from bnpl.gateway.services import sandbox_funding_source_add
+from bnpl.gateway.services import sandbox_faults_set, sandbox_funding_source_add
 from bnpl.models import SandboxCharge
 from tests.factories import ConsumerFactory
 
@@ -58,6 +59,32 @@ def test_one_thread_charges_over_one_kept_alive_connection(lean_sandbox):
     assert client._local.conn is conn
     assert conn.sock is sock is not None  # the same TCP connection served both requests
     assert SandboxCharge.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_raised_latency_is_waited_at_once_and_a_lowered_one_from_the_next_request(lean_sandbox):
+    """The server waits the latency of its previous request before reading the faults (one database call)."""
+    source = sandbox_funding_source_add(actor=None, consumer=ConsumerFactory(), label="卡", balance_amount="100.00")
+    client = HttpSandboxGateway(lean_sandbox, timeout_s=5)
+
+    def timed_charge(key: str) -> float:
+        started = time.monotonic()
+        assert client.charge(key, source.token, D("1.00")).outcome == ChargeOutcome.SUCCEEDED
+        return time.monotonic() - started
+
+    timed_charge("latency:0")
+    sandbox_faults_set(actor=None, latency_ms=500)
+    raised = timed_charge("latency:1")  # waited 0, read 500: waits the rest before processing
+    steady = timed_charge("latency:2")
+    sandbox_faults_set(actor=None, latency_ms=0)
+    lowered = timed_charge("latency:3")  # waits the 500 it knew, then reads 0
+    after = timed_charge("latency:4")
+
+    assert raised >= 0.5
+    assert steady >= 0.5
+    assert lowered >= 0.5
+    assert after < 0.4
+    assert SandboxCharge.objects.count() == 5
 
 
 @pytest.mark.django_db(transaction=True)
