@@ -101,12 +101,12 @@ def sandbox_charge(
 ) -> GatewayResult:
     """Process a charge once per key; declines are recorded under their key too.
 
-    The work is one database function (``bnpl_sandbox_charge``, migration 0009): it locks
-    the funding source first, so concurrent requests for one source (and so every duplicate
-    of one key) queue; the first records the charge and the others, reading after it
-    committed, replay it. The unique key is the backstop for duplicates naming different or
-    unknown sources. One round trip instead of five keeps the provider's own cost small next
-    to the charge run it serves (docs/charging.md, "Performance").
+    The work is one database function (``bnpl_sandbox_charge``, migrations 0009 and 0019): it
+    locks the funding source first, so concurrent requests for one source queue, then inserts the
+    charge ``ON CONFLICT (idempotency_key) DO NOTHING``: the unique key decides whether the request
+    is new (a duplicate naming another source waits there for the first to commit), and only a
+    duplicate reads the recorded charge, to replay it. One round trip instead of five keeps the
+    provider's own cost small next to the charge run it serves (docs/charging.md, "Performance").
 
     The provider's transaction commits without waiting for its WAL flush (``synchronous_commit``
     off for this transaction only): a real provider's durability costs its own machines, not the

@@ -243,6 +243,27 @@ def test_twenty_concurrent_charges_with_one_key_charge_once():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicates_naming_two_sources_charge_one_of_them_once():
+    """The sources' locks do not serialise these: the unique key does (the later insert waits, then replays)."""
+    first, second = add_source(ConsumerFactory(), "100.00"), add_source(ConsumerFactory(), "100.00")
+    gateway = InProcessSandboxGateway(faults=NO_FAULTS)
+    results: list[GatewayResult] = []
+
+    errors = run_threads(
+        12, lambda i: results.append(gateway.charge("charge:twin", (first, second)[i % 2].token, D("10.00")))
+    )
+
+    charge = SandboxCharge.objects.get()
+    winner = first if charge.funding_token == first.token else second
+    assert {type(e) for e in errors} <= {GatewayRequestError}  # the other source's requests: key reused
+    assert len(results) + len(errors) == 12
+    assert {r.reference for r in results} == {charge.reference}
+    assert len(results) == 6  # every request naming the charged source replays its one charge
+    assert balance_of(winner) == D("90.00")
+    assert balance_of(first) + balance_of(second) == D("190.00")
+
+
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_charges_never_overdraw_a_source():
     source = add_source(ConsumerFactory(), "50.00")
     gateway = InProcessSandboxGateway(faults=NO_FAULTS)
