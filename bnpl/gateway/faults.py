@@ -14,9 +14,8 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import connection
-
 from bnpl.models import SandboxFaultConfig
+from bnpl.sql_rows import fetch_prepared
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
@@ -66,9 +65,7 @@ _LOAD_SQL = (
 
 def sandbox_faults_load() -> SandboxFaults:
     """The faults currently configured in the database (none when never configured)."""
-    # Read on every provider request, so a fault switched on elsewhere applies at once: one fixed query
-    # (compiling the ORM query cost more CPU than running it, next to a provider request of two queries).
-    with connection.cursor() as cursor:
-        cursor.execute(_LOAD_SQL, [SandboxFaultConfig.SINGLETON_PK])
-        row = cursor.fetchone()
+    # Read on every provider request, so a fault switched on elsewhere applies at once: one fixed query,
+    # prepared (compiling the ORM query, then planning the SQL, each cost more than running it).
+    row = fetch_prepared(_LOAD_SQL, [SandboxFaultConfig.SINGLETON_PK])
     return NO_FAULTS if row is None else SandboxFaults(*row)

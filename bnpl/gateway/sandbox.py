@@ -28,6 +28,7 @@ from bnpl.gateway.faults import SandboxFaults, sandbox_faults_load
 from bnpl.models import SandboxCharge, SandboxFundingSource, SandboxPayout, SandboxRefund
 from bnpl.models.gateway import SandboxChargeStatus, SandboxPayoutStatus, new_charge_reference
 from bnpl.money import ZERO, MoneyError, parse_money
+from bnpl.sql_rows import fetch_prepared
 
 DECLINE_MESSAGES = {
     DeclineCode.ACCOUNT_CLOSED: "the funding source does not exist or is closed",
@@ -37,6 +38,10 @@ DECLINE_MESSAGES = {
     DeclineCode.CHARGE_NOT_FOUND: "no succeeded charge with that reference",
     DeclineCode.REFUND_EXCEEDS_CHARGE: "the refunds would exceed the amount charged",
 }
+#: The provider's charge: one statement, one transaction, prepared once per connection (``fetch_prepared``).
+_CHARGE_SQL = (
+    "SELECT c.* FROM set_config('synchronous_commit', 'off', true), bnpl_sandbox_charge(%s, %s, %s, %s, %s) AS c"
+)
 #: A sandbox bank account number ending in this is a closed account: payouts to it are declined.
 CLOSED_ACCOUNT_SUFFIX = "0000"
 PAYOUT_DECLINE_MESSAGES = {
@@ -126,13 +131,9 @@ def sandbox_charge(
     # case's own transaction is allowed, and the block gives the call its savepoint).
     durable = transaction.atomic(durable=True) if connection.in_atomic_block else contextlib.nullcontext()
     try:
-        with durable, connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT c.* FROM set_config('synchronous_commit', 'off', true), "
-                "bnpl_sandbox_charge(%s, %s, %s, %s, %s) AS c",
-                [key, token, value, risk_reject, new_charge_reference()],
-            )
-            charge_id, reference, status, decline_code, recorded_token, recorded_amount, replayed = cursor.fetchone()
+        with durable:
+            row = fetch_prepared(_CHARGE_SQL, [key, token, value, risk_reject, new_charge_reference()])
+        charge_id, reference, status, decline_code, recorded_token, recorded_amount, replayed = row
     except IntegrityError:
         existing = SandboxCharge.objects.filter(idempotency_key=key).first()
         if existing is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from bnpl import sql_rows
@@ -69,3 +69,37 @@ def test_models_with_fields_the_database_computes_are_refused():
     # CreditProfile's band and available amount are GeneratedFields: save() reads them back, insert() cannot.
     with pytest.raises(TypeError):
         sql_rows.insert(CreditProfile(consumer=consumer))
+
+
+def prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE NOT from_sql")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_fetch_prepared_prepares_its_statement_once_and_nothing_else():
+    profile = CreditProfile.objects.get(consumer=ConsumerFactory())
+    sql = "SELECT score FROM consumers_creditprofile WHERE id = %s"
+
+    rows = [sql_rows.fetch_prepared(sql, [profile.pk]) for _n in range(3)]
+    for _n in range(6):  # the ORM's statements, again and again: never prepared
+        CreditProfile.objects.filter(pk=profile.pk).values_list("score", flat=True).get()
+
+    assert rows == [(profile.score,)] * 3
+    assert prepared_statements() == ["SELECT score FROM consumers_creditprofile WHERE id = $1"]
+    assert connection.connection.prepare_threshold is None  # as Django opened it
+
+
+def test_fetch_prepared_raises_djangos_errors_and_keeps_the_transaction():
+    profile = CreditProfile.objects.get(consumer=ConsumerFactory())
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        sql_rows.fetch_prepared(
+            "INSERT INTO consumers_creditprofile (consumer_id, score, credit_limit_amount, open_exposure_amount, "
+            "is_paused, paused_reason, updated_at) SELECT consumer_id, 1, 0, 0, false, '', now() "
+            "FROM consumers_creditprofile WHERE id = %s RETURNING id",
+            [profile.pk],
+        )
+
+    assert connection.connection.prepare_threshold is None
+    assert CreditProfile.objects.get(pk=profile.pk).score == profile.score  # the transaction is still usable
