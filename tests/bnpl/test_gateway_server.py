@@ -51,14 +51,23 @@ def test_one_thread_charges_over_one_kept_alive_connection(lean_sandbox):
     client = HttpSandboxGateway(lean_sandbox, timeout_s=5)
 
     first = client.charge("keepalive:1", source.token, D("1.00"))
-    conn = client._local.conn
-    sock = conn.sock
     second = client.charge("keepalive:2", source.token, D("2.00"))
 
     assert first.outcome == second.outcome == ChargeOutcome.SUCCEEDED
-    assert client._local.conn is conn
-    assert conn.sock is sock is not None  # the same TCP connection served both requests
     assert SandboxCharge.objects.count() == 2
+
+
+def test_a_thread_reuses_its_connection_for_the_next_request():
+    server = _CountingServer(hang_up=False)
+    try:
+        client = HttpSandboxGateway(server.base_url, timeout_s=5)
+        results = [client.charge(f"reuse:{n}", "tok", D("1.00")) for n in range(3)]
+    finally:
+        server.close()
+
+    assert {r.outcome for r in results} == {ChargeOutcome.SUCCEEDED}
+    assert server.connections == 1
+    assert len(server.requests) == 3
 
 
 @pytest.mark.django_db(transaction=True)
@@ -108,14 +117,15 @@ def test_lean_server_refuses_to_start_unless_the_sandbox_is_enabled(settings):
         SandboxServer(threads=1)
 
 
-class _ClosingServer:
-    """A real HTTP server that answers each connection's first request with keep-alive, then hangs up.
+class _CountingServer:
+    """A real HTTP server that counts connections and answers every request with a success, kept alive.
 
-    What a provider's load balancer does to an idle kept-alive connection: the client only learns it when
-    it sends its next request on it.
+    With ``hang_up`` it closes each connection after its first answer, as a provider's load balancer does
+    to an idle kept-alive connection: the client only learns it when it sends its next request on it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, hang_up: bool) -> None:
+        self.hang_up = hang_up
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -136,34 +146,37 @@ class _ClosingServer:
                 return
             self.connections += 1
             with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, _sep, body = data.partition(b"\r\n\r\n")
-                length = int(
-                    next(
-                        line.split(b":")[1]
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length")
-                    )
-                )
-                while len(body) < length:
-                    body += conn.recv(65536)
-                self.requests.append(json.loads(body))
-                answer = json.dumps(
-                    {"outcome": "succeeded", "reference": "ch_x", "message": "charged", "amount": "1.00"}
-                )
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
-                    + f"Content-Length: {len(answer)}\r\n\r\n{answer}".encode()
-                )
+                while self._answer(conn) and not self.hang_up:
+                    pass
+
+    def _answer(self, conn: socket.socket) -> bool:
+        """Read one request and answer it; False when the client closed the connection instead."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head, _sep, body = data.partition(b"\r\n\r\n")
+        length = int(
+            next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        )
+        while len(body) < length:
+            body += conn.recv(65536)
+        self.requests.append(json.loads(body))
+        answer = json.dumps({"outcome": "succeeded", "reference": "ch_x", "message": "charged", "amount": "1.00"})
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+            + f"Content-Length: {len(answer)}\r\n\r\n{answer}".encode()
+        )
+        return True
 
     def close(self) -> None:
         self.sock.close()
 
 
 def test_a_request_on_a_connection_the_server_closed_is_sent_again_on_a_new_one():
-    server = _ClosingServer()
+    server = _CountingServer(hang_up=True)
     try:
         client = HttpSandboxGateway(server.base_url, timeout_s=5)
         first = client.charge("stale:1", "tok", D("1.00"))
