@@ -74,19 +74,38 @@ def answer(endpoint: str, data: dict[str, Any], faults: SandboxFaults) -> tuple[
     ``endpoint`` must be a key of :data:`ENDPOINTS`. A malformed request is a 400 with
     ``{"error": …}``; the client treats it as a bug, never as an outcome.
     """
-    process, faulty = ENDPOINTS[endpoint]
-    key = data.get("idempotency_key")
-    faulty = faulty and isinstance(key, str)
+    process, _faulty = ENDPOINTS[endpoint]
+    key = fault_key(endpoint, data)
+    if (stopped := stopped_before_processing(key, faults)) is not None:
+        return stopped
     try:
-        if faulty:
-            stopped = faults.before_processing(key)  # type: ignore[arg-type]
-            if stopped == "timeout":
-                return 504, {"error": "gateway timeout (simulated)"}
-            if stopped == "error":
-                return 503, {"error": "service unavailable (simulated)"}
-        result = process(data, faulty and faults.hits("risk_reject", key))  # type: ignore[arg-type]
-        if faulty and faults.hits("lost_response", key):  # type: ignore[arg-type]
-            return 504, {"error": "gateway timeout (simulated lost response)"}
+        result = process(data, key is not None and faults.hits("risk_reject", key))
     except GatewayRequestError as exc:
         return 400, {"error": str(exc)}
+    return reply(key, faults, result)
+
+
+# The steps of :func:`answer`, for a server that processes an endpoint its own way (the lean server's charge).
+
+
+def fault_key(endpoint: str, data: dict[str, Any]) -> str | None:
+    """The key that decides which faults strike this request; None when only the latency applies."""
+    key = data.get("idempotency_key")
+    return key if ENDPOINTS[endpoint][1] and isinstance(key, str) else None
+
+
+def stopped_before_processing(key: str | None, faults: SandboxFaults) -> tuple[int, dict[str, Any]] | None:
+    """The answer of a request a fault stops before the provider processes it (timeout 504, error 503)."""
+    stopped = faults.before_processing(key) if key is not None else None
+    if stopped == "timeout":
+        return 504, {"error": "gateway timeout (simulated)"}
+    if stopped == "error":
+        return 503, {"error": "service unavailable (simulated)"}
+    return None
+
+
+def reply(key: str | None, faults: SandboxFaults, result: GatewayResult) -> tuple[int, dict[str, Any]]:
+    """The answer of a processed request: its result, unless the response is lost (504)."""
+    if key is not None and faults.hits("lost_response", key):
+        return 504, {"error": "gateway timeout (simulated lost response)"}
     return 200, result.to_dict()

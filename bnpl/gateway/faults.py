@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from bnpl.models import SandboxFaultConfig
 from bnpl.sql_rows import fetch_prepared
@@ -57,7 +59,8 @@ class SandboxFaults:
 
 
 NO_FAULTS = SandboxFaults()
-_LOAD_SQL = (
+#: The fault configuration's row; :func:`faults_from_row` reads it.
+LOAD_SQL = (
     "SELECT latency_ms, timeout_rate, lost_response_rate, error_rate, risk_reject_rate, seed "
     "FROM bnpl_sandboxfaultconfig WHERE id = %s"
 )
@@ -67,5 +70,9 @@ def sandbox_faults_load() -> SandboxFaults:
     """The faults currently configured in the database (none when never configured)."""
     # Read on every provider request, so a fault switched on elsewhere applies at once: one fixed query,
     # prepared (compiling the ORM query, then planning the SQL, each cost more than running it).
-    row = fetch_prepared(_LOAD_SQL, [SandboxFaultConfig.SINGLETON_PK])
+    return faults_from_row(fetch_prepared(LOAD_SQL, [SandboxFaultConfig.SINGLETON_PK]))
+
+
+def faults_from_row(row: Sequence[Any] | None) -> SandboxFaults:
+    """The faults of :data:`LOAD_SQL`'s row (``SandboxFaultConfig.SINGLETON_PK``); none when never configured."""
     return NO_FAULTS if row is None else SandboxFaults(*row)

@@ -17,7 +17,8 @@ one fail loudly instead of silently tying the "provider" to the caller's rollbac
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
@@ -39,7 +40,7 @@ DECLINE_MESSAGES = {
     DeclineCode.REFUND_EXCEEDS_CHARGE: "the refunds would exceed the amount charged",
 }
 #: The provider's charge: one statement, one transaction, prepared once per connection (``fetch_prepared``).
-_CHARGE_SQL = (
+CHARGE_SQL = (
     "SELECT c.* FROM set_config('synchronous_commit', 'off', true), bnpl_sandbox_charge(%s, %s, %s, %s, %s) AS c"
 )
 #: A sandbox bank account number ending in this is a closed account: payouts to it are declined.
@@ -124,31 +125,58 @@ def sandbox_charge(
     from a database server of its own, through ``BNPL_GATEWAY_URL``, could lose in its own crash
     a charge the platform has recorded: acceptable for a test double, never for a provider.)
     """
-    key, value = _key(idempotency_key), _amount(amount)
-    token = _token(funding_token, "funding source")
+    request = charge_request(idempotency_key, funding_token, amount, risk_reject=risk_reject)
     # One statement is one transaction: outside any transaction it runs in autocommit, with no BEGIN and
     # COMMIT round trips. Inside one, the durable block refuses a caller's transaction as before (a test
     # case's own transaction is allowed, and the block gives the call its savepoint).
     durable = transaction.atomic(durable=True) if connection.in_atomic_block else contextlib.nullcontext()
     try:
         with durable:
-            row = fetch_prepared(_CHARGE_SQL, [key, token, value, risk_reject, new_charge_reference()])
-        charge_id, reference, status, decline_code, recorded_token, recorded_amount, replayed = row
-    except IntegrityError:
-        existing = SandboxCharge.objects.filter(idempotency_key=key).first()
+            row = fetch_prepared(CHARGE_SQL, request.params)
+    except IntegrityError:  # only the charge reference, drawn at random, can collide
+        existing = SandboxCharge.objects.filter(idempotency_key=request.key).first()
         if existing is None:
             raise
-        return _replay_charge(existing, token, value)
+        return _replay_charge(existing, request.token, request.amount)
+    return charge_outcome(request, row)
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    """A checked charge request and the parameters of :data:`CHARGE_SQL` for it (with a new reference)."""
+
+    key: str
+    token: str
+    amount: Decimal
+    params: tuple[object, ...]
+
+
+def charge_request(
+    idempotency_key: object, funding_token: object, amount: object, *, risk_reject: bool
+) -> ChargeRequest:
+    """Check a charge request (``GatewayRequestError`` when malformed) and bind :data:`CHARGE_SQL`'s parameters.
+
+    Shared by :func:`sandbox_charge` and the lean server's own asynchronous connections
+    (``bnpl.gateway.server``), which run the same statement and read its row with :func:`charge_outcome`.
+    """
+    key, value = _key(idempotency_key), _amount(amount)
+    token = _token(funding_token, "funding source")
+    return ChargeRequest(key, token, value, (key, token, value, risk_reject, new_charge_reference()))
+
+
+def charge_outcome(request: ChargeRequest, row: Sequence[object]) -> GatewayResult:
+    """The result of :data:`CHARGE_SQL`'s row: the new charge, or the recorded one replayed."""
+    charge_id, reference, status, decline_code, recorded_token, recorded_amount, replayed = row
     charge = SandboxCharge(
         pk=charge_id,
-        idempotency_key=key,
+        idempotency_key=request.key,
         funding_token=recorded_token,
         amount=recorded_amount,
         status=status,
         decline_code=decline_code,
         reference=reference,
     )
-    return _replay_charge(charge, token, value) if replayed else _charge_result(charge)
+    return _replay_charge(charge, request.token, request.amount) if replayed else _charge_result(charge)
 
 
 def sandbox_refund(idempotency_key: str, charge_ref: str, amount: object) -> GatewayResult:

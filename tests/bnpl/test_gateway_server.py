@@ -6,6 +6,7 @@ HTTP test against both servers; here is what only the transport does.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -187,3 +188,53 @@ def test_a_request_on_a_connection_the_server_closed_is_sent_again_on_a_new_one(
     assert first.outcome == second.outcome == ChargeOutcome.SUCCEEDED
     assert server.connections == 2
     assert [r["idempotency_key"] for r in server.requests] == ["stale:1", "stale:2"]
+
+
+def dispatch(server: SandboxServer, endpoint: str, payload: dict) -> tuple[int, dict]:
+    """One request through the server's request handling, without a socket."""
+
+    async def run() -> tuple[int, dict]:
+        try:
+            return await server._dispatch("POST", f"/sandbox/gateway/{endpoint}", json.dumps(payload).encode())
+        finally:
+            await server.connections.close()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_charge_whose_random_reference_collides_is_processed_again_with_another(settings, monkeypatch):
+    settings.BNPL_SANDBOX_HTTP_ENABLED = True
+    source = sandbox_funding_source_add(actor=None, consumer=ConsumerFactory(), label="卡", balance_amount="100.00")
+    references = iter(["ch_same", "ch_same", "ch_other"])
+    monkeypatch.setattr("bnpl.gateway.sandbox.new_charge_reference", lambda: next(references))
+    server = SandboxServer(threads=1)
+    try:
+        first = dispatch(server, "charge", {"idempotency_key": "ref:1", "funding_source": source.token, "amount": "1"})
+        second = dispatch(server, "charge", {"idempotency_key": "ref:2", "funding_source": source.token, "amount": "2"})
+    finally:
+        server.close()
+
+    assert first == (200, {**first[1], "outcome": "succeeded", "reference": "ch_same"})
+    assert second == (200, {**second[1], "outcome": "succeeded", "reference": "ch_other"})
+    assert sorted(SandboxCharge.objects.values_list("reference", flat=True)) == ["ch_other", "ch_same"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_the_server_cannot_reach_is_answered_503(settings):
+    settings.BNPL_SANDBOX_HTTP_ENABLED = True
+    server = SandboxServer(threads=1)
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        server.connections._params = {
+            **server.connections._params,
+            "host": "127.0.0.1",
+            "port": unused.getsockname()[1],
+        }
+    try:
+        status, body = dispatch(server, "charge", {"idempotency_key": "down:1", "funding_source": "tok", "amount": "1"})
+    finally:
+        server.close()
+
+    assert (status, body) == (503, {"error": "service unavailable (database)"})
+    assert SandboxCharge.objects.count() == 0

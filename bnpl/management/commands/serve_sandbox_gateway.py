@@ -20,7 +20,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bind", default="127.0.0.1:8100", help="HOST:PORT to listen on (default 127.0.0.1:8100)")
         parser.add_argument("--processes", type=int, default=1, help="Server processes sharing the port (default 1).")
-        parser.add_argument("--threads", type=int, default=4, help="Database threads per process (default 4).")
+        parser.add_argument(
+            "--threads",
+            type=int,
+            default=4,
+            help="Database connections per process for charges, and threads for the rest (default 4).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, _sep, port = options["bind"].rpartition(":")
