@@ -59,6 +59,7 @@ class HttpSandboxGateway(PaymentGateway):
             curl.setopt(pycurl.TIMEOUT_MS, max(1, round(self.timeout_s * 1000)))
             curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
             curl.setopt(pycurl.HTTPHEADER, _HEADERS)
+            curl.setopt(pycurl.PROXY, "")  # straight to the provider: no proxy from http_proxy and the like
             self._local.curl = curl
         return curl
 

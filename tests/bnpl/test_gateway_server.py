@@ -176,6 +176,21 @@ class _CountingServer:
         self.sock.close()
 
 
+def test_the_client_ignores_proxy_settings_of_the_environment(monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    server = _CountingServer(hang_up=False)
+    try:
+        result = HttpSandboxGateway(server.base_url, timeout_s=5).charge("proxy:1", "tok", D("1.00"))
+    finally:
+        server.close()
+
+    assert result.outcome == ChargeOutcome.SUCCEEDED
+    assert server.connections == 1
+
+
 def test_a_request_on_a_connection_the_server_closed_is_sent_again_on_a_new_one():
     server = _CountingServer(hang_up=True)
     try:
