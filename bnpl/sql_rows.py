@@ -111,7 +111,7 @@ def fetch_prepared(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
 
     Django's cursors bind parameters on the client, so PostgreSQL parses and plans each statement anew. For
     a fixed statement run on every request of a busy service, planning costs more than running it: the
-    sandbox provider's faults read spent 31 µs planning for 10 µs executing (docs/performance.md). Here
+    sandbox provider's faults read spent 31 µs planning for 10 µs executing (docs/charging.md). Here
     psycopg binds on the server and prepares the statement on first use, once per connection (psycopg
     keeps the most recent ``prepared_max`` of them). Errors come out as Django's database errors, as from a
     Django cursor, and the connection's transaction state is the caller's. Django's query log and execute

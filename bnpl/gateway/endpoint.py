@@ -74,7 +74,7 @@ def answer(endpoint: str, data: dict[str, Any], faults: SandboxFaults) -> tuple[
     ``endpoint`` must be a key of :data:`ENDPOINTS`. A malformed request is a 400 with
     ``{"error": …}``; the client treats it as a bug, never as an outcome.
     """
-    process, _faulty = ENDPOINTS[endpoint]
+    process = ENDPOINTS[endpoint][0]
     key = fault_key(endpoint, data)
     if (stopped := stopped_before_processing(key, faults)) is not None:
         return stopped
