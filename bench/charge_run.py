@@ -493,7 +493,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--orders", type=int, default=100_000, help="due orders per phase (default 100000)")
     parser.add_argument("--threads", type=int, default=16, help="gateway threads, in-process run (default 16)")
-    parser.add_argument("--chunk", type=int, default=200, help="orders per chunk (default 200)")
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="orders per chunk (default: BNPL_CHARGE_CHUNK_SIZE, as a run uses)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="run_charges processes in the in-process phase")
     parser.add_argument("--http-threads", type=int, default=96, help="gateway threads against HTTP (default 96)")
     parser.add_argument("--http-chunk", type=int, default=400, help="orders per chunk against HTTP (default 400)")
@@ -526,6 +528,7 @@ def main() -> None:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.core.management import call_command
 
     from bnpl.gateway.faults import NO_FAULTS
@@ -534,6 +537,7 @@ def main() -> None:
     from bnpl.gateway.services import sandbox_faults_set
 
     n = args.orders
+    args.chunk = args.chunk or settings.BNPL_CHARGE_CHUNK_SIZE
     print(f"bench database {args.database}: migrating")
     call_command("migrate", verbosity=0)
 
