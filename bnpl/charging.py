@@ -502,7 +502,10 @@ def run_charges(
     Python runs (docs/charging.md, "Performance"); two chunks never share an order, and
     both take their locks in the one order every writer uses, as two runs side by side
     do. The run stops when nothing is due, after ``max_orders`` attempts, or when
-    ``time_budget`` (default ``BNPL_CHARGE_RUN_TIME_BUDGET``) is spent.
+    ``time_budget`` (default ``BNPL_CHARGE_RUN_TIME_BUDGET``) is spent. With a gateway that
+    bounds its calls (``call_timeout_s``), a chunk holds no more calls than the threads can
+    finish within the budget left if every call times out: a provider that is down cannot
+    keep the run past its budget, and so past the cluster's timeout, by a chunk's worth.
     Must not be called inside a transaction.
     """
     chunk_size = chunk_size or settings.BNPL_CHARGE_CHUNK_SIZE
@@ -520,8 +523,11 @@ def run_charges(
     try:
         while True:
             room = chunk_size if max_orders is None else min(chunk_size, max_orders - total)
+            left = budget - (time.monotonic() - started)
+            if gateway.call_timeout_s:  # no more calls than can time out, in turn per thread, within the budget
+                room = min(room, threads * int(left // gateway.call_timeout_s))
             items: list[Outgoing] = []
-            if room > 0 and time.monotonic() - started < budget:
+            if room > 0 and left > 0:
                 now = timezone.now()
                 items = claim_stalled(limit=room, now=now, older_than=resend_after, exclude=recorder.in_hand())
                 resent = len(items)

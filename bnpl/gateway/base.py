@@ -108,6 +108,11 @@ class PaymentGateway(ABC):
     """A payment provider. Never call it inside a database transaction: it may take seconds,
     and its effects cannot be rolled back with the caller's."""
 
+    #: The longest one call can take, when the client bounds it (seconds); None when it does not. The charge
+    #: run sizes its last chunks by it, so that a provider timing out on every call cannot keep a run past
+    #: its time budget (``bnpl.charging.run_charges``).
+    call_timeout_s: float | None = None
+
     @abstractmethod
     def charge(self, idempotency_key: str, funding_source: str, amount: Decimal) -> GatewayResult:
         """Take ``amount`` from the consumer's ``funding_source`` (a provider token), once per key."""

@@ -48,6 +48,7 @@ class HttpSandboxGateway(PaymentGateway):
             raise ValueError(f"the sandbox gateway URL must be http(s): {base_url!r}")
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout_s = float(timeout_s)
+        self.call_timeout_s = self.timeout_s
         self._local = threading.local()
 
     def _handle(self) -> pycurl.Curl:

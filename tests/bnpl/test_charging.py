@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
@@ -10,6 +11,7 @@ import pytest
 import time_machine
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from bnpl import charging, charging_bulk, tasks
@@ -24,6 +26,8 @@ from bnpl.charging import (
 from bnpl.choices import ActorKind, OrderStatus
 from bnpl.exceptions import InvalidTransition, NotAllowed
 from bnpl.gateway.base import ChargeOutcome, GatewayResult
+from bnpl.gateway.faults import NO_FAULTS
+from bnpl.gateway.sandbox import InProcessSandboxGateway
 from bnpl.gateway.services import sandbox_faults_set
 from bnpl.ledger import ledger_check, order_account_balance
 from bnpl.models import ChargeAttempt, ChargeRun, CreditOrder, LedgerTransaction, OrderEvent, SandboxCharge
@@ -32,7 +36,7 @@ from bnpl.models.ledger import AccountKind
 from bnpl.schedules import JOBS
 from bnpl.services import credit_order_complete, credit_order_mark_paid_elsewhere
 from consumers.models import PromiseRecord
-from tests.bnpl.charging_helpers import account_total, due_order, fund, kind_total
+from tests.bnpl.charging_helpers import account_total, bulk_due_orders, due_order, fund, kind_total
 from tests.bnpl.helpers import exposure, order_in
 from tests.factories import ConsumerFactory
 
@@ -739,3 +743,35 @@ def test_gateway_answer_without_a_reference_still_records_a_success(listing, con
     assert (outcome.attempt.status, outcome.attempt.gateway_reference) == (AttemptStatus.SUCCEEDED, "unreported")
     order.refresh_from_db()
     assert order.status == S.PAID
+
+
+class _BoundedSlowGateway(InProcessSandboxGateway):
+    """The in-process sandbox, 50 ms per charge, declaring that a call can take up to a second."""
+
+    call_timeout_s = 1.0
+
+    def charge(self, idempotency_key: str, funding_source: str, amount: Decimal) -> GatewayResult:
+        time.sleep(0.05)
+        return super().charge(idempotency_key, funding_source, amount)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_chunks_hold_no_more_bounded_calls_than_the_threads_can_finish_in_the_time_left(listing):
+    """2 threads, calls of up to 1 s, a 2.5 s budget: 4 calls fit, not the chunk's 100; none when under 1 s is left."""
+    bulk_due_orders(listing, orders=200, consumers=200)  # more than the budget leaves time for
+
+    run = run_charges(
+        gateway=_BoundedSlowGateway(faults=NO_FAULTS), threads=2, chunk_size=100, time_budget=timedelta(seconds=2.5)
+    )
+
+    sizes = [
+        row["n"]
+        for row in ChargeAttempt.objects.filter(run=run)
+        .values("requested_at")
+        .annotate(n=Count("id"))
+        .order_by("requested_at")
+    ]
+    assert sizes[0] == 4  # 2 threads x int(2.5 s // 1 s)
+    assert max(sizes) == 4 and sizes[-1] <= 2  # fewer as the budget runs out
+    assert run.status == ChargeRunStatus.FINISHED and run.succeeded == sum(sizes) < 200
+    assert (run.finished_at - run.started_at).total_seconds() < 2.5 + 1.0
