@@ -116,8 +116,14 @@ def fetch_prepared(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     keeps the most recent ``prepared_max`` of them). Errors come out as Django's database errors, as from a
     Django cursor, and the connection's transaction state is the caller's. Django's query log and execute
     wrappers (``connection.execute_wrapper``) do not see the statement: only for statements that need
-    neither, on tables without audit triggers (the audit context comes from a wrapper).
+    neither, on tables without audit triggers (the audit context comes from a wrapper). A prepared
+    statement lives as long as its connection: a migration that changes what it returns (a function's
+    result columns) needs the processes holding such connections restarted, as a deployment does.
     """
+    # What a Django cursor checks first: a connection that failed its health check is replaced, and a
+    # connection is never used from a thread it does not belong to.
+    connection.close_if_health_check_failed()
+    connection.validate_thread_sharing()
     connection.ensure_connection()
     raw = connection.connection
     # Django opens connections with ``prepare_threshold=None``, which turns preparing off for the whole

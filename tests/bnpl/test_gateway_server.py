@@ -15,6 +15,7 @@ import time
 from decimal import Decimal
 from urllib.parse import urlsplit
 
+import pycurl
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
@@ -55,6 +56,7 @@ def test_one_thread_charges_over_one_kept_alive_connection(lean_sandbox):
     second = client.charge("keepalive:2", source.token, D("2.00"))
 
     assert first.outcome == second.outcome == ChargeOutcome.SUCCEEDED
+    assert client._local.curl.getinfo(pycurl.NUM_CONNECTS) == 0  # the second request opened no connection
     assert SandboxCharge.objects.count() == 2
 
 

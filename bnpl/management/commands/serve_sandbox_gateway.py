@@ -24,7 +24,8 @@ class Command(BaseCommand):
             "--threads",
             type=int,
             default=4,
-            help="Database connections per process for charges, and threads for the rest (default 4).",
+            help="Asynchronous database connections per process for charges, and as many threads (each with its "
+            "own connection) for the rest: up to 2 x N connections per process (default 4).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
