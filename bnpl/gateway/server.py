@@ -13,9 +13,7 @@ on up to ``--threads`` asynchronous psycopg connections of its own (the provider
 shared with ``sandbox_charge``): a hop to a database thread and back cost more CPU than the charge
 (0.52 ms of server CPU per charge with the hop, 0.39 without). Refunds, payouts and queries, rare and
 written with the ORM, run on a pool of ``--threads`` threads, each with its own Django connection.
-A request first waits the latency the faults had at the process's previous request, reads them, and waits
-the rest when the latency was raised meanwhile: it is processed after at least the latency configured when
-it is processed (a lowered one applies from the next request), with one read of the faults.
+A request reads the faults, waits their latency, then is processed, as by the web app's views.
 Several processes (``--processes``) share one listening socket. Like the views, it refuses to run
 unless ``BNPL_SANDBOX_HTTP_ENABLED`` is true: it moves simulated money and takes no credentials.
 
@@ -163,8 +161,6 @@ class SandboxServer:
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sandbox-db")
         self.connections = _Connections(self.threads)
         self._writers: set[asyncio.StreamWriter] = set()
-        #: The added latency the faults had at this process's last request (what the next one waits first).
-        self._latency_ms = 0
 
     async def _dispatch(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         endpoint = path[len(PREFIX) :] if path.startswith(PREFIX) else ""
@@ -177,16 +173,9 @@ class SandboxServer:
         except GatewayRequestError as exc:
             return 400, {"error": str(exc)}
         try:
-            # Wait the latency the faults had at this process's previous request, read them, and wait the
-            # rest when it was raised meanwhile: the request is processed after at least the latency
-            # configured when it is processed (a lowered one applies from the next request).
-            waited = self._latency_ms
-            if waited:
-                await asyncio.sleep(waited / 1000)
             faults = faults_from_row(await self.connections.fetchone(LOAD_SQL, [SandboxFaultConfig.SINGLETON_PK]))
-            self._latency_ms = faults.latency_ms
-            if faults.latency_ms > waited:
-                await asyncio.sleep((faults.latency_ms - waited) / 1000)
+            if faults.latency_ms:
+                await asyncio.sleep(faults.latency_ms / 1000)
             if endpoint == "charge":
                 return await self._charge(data, faults)
             loop = asyncio.get_running_loop()
