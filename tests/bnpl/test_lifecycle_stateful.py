@@ -141,7 +141,8 @@ class Lifecycle(RuleBasedStateMachine):
         if funded:
             self._record_charge(m)
 
-    @precondition(lambda self: any(m.status == "unpaid" for m in self.orders))
+    # No precondition: time can always pass, and a charge run with nothing due must charge nothing. It also keeps
+    # the machine able to move once every order is closed (six orders, each lost by the merchant in a dispute).
     @rule(hours=st.sampled_from([1, 7, 30, 100]), funded=st.booleans())
     def move_clock_and_run(self, hours: int, funded: bool) -> None:
         self.traveller.stop()
