@@ -407,7 +407,8 @@ def check_outcome(merchant_id: int, n: int) -> None:
 
 BREAKDOWN = [
     ("claim (lock due orders, write pending attempts)", "bnpl.charging", "claim_due"),
-    ("gateway: in-process sandbox charge", "bnpl.gateway.sandbox", "sandbox_charge"),
+    ("gateway: in-process sandbox, one batch call per chunk", "bnpl.gateway.sandbox", "sandbox_charge_batch"),
+    ("gateway: in-process sandbox, one call per charge", "bnpl.gateway.sandbox", "sandbox_charge"),
     ("record: whole chunk transaction", "bnpl.charging", "record_batch"),
     ("  of which scoring features (features_on_promises_kept)", "bnpl.charging_bulk", "features_on_promises_kept"),
     ("  of which credit holds released (consumers service)", "bnpl.charging_bulk", "credit_holds_release_many"),
@@ -420,7 +421,17 @@ BREAKDOWN = [
 ]
 
 
-def breakdown(n: int, chunk: int) -> None:
+def in_process_gateway(*, batches: bool = True) -> Any:
+    """The in-process sandbox without faults: a batch call per chunk, or (``batches=False``) one call per charge."""
+    from bnpl.gateway.faults import NO_FAULTS
+    from bnpl.gateway.sandbox import InProcessSandboxGateway
+
+    gateway = InProcessSandboxGateway(faults=NO_FAULTS)
+    gateway.charges_in_batches = batches
+    return gateway
+
+
+def breakdown(n: int, chunk: int, *, batches: bool) -> None:
     """Where the time of a charge run goes: one sequential run (no threads) with timers on its parts.
 
     Each part's wall time and this process's CPU time (Python, the client side): on a shared machine the
@@ -429,8 +440,6 @@ def breakdown(n: int, chunk: int) -> None:
     import importlib
 
     from bnpl.charging import run_charges
-    from bnpl.gateway.faults import NO_FAULTS
-    from bnpl.gateway.sandbox import InProcessSandboxGateway
 
     spent: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -452,7 +461,7 @@ def breakdown(n: int, chunk: int) -> None:
     generate_due_orders(n, "d")
     try:
         started, cpu_started = time.perf_counter(), time.process_time()
-        run_charges(gateway=InProcessSandboxGateway(faults=NO_FAULTS), threads=1, chunk_size=chunk)
+        run_charges(gateway=in_process_gateway(batches=batches), threads=1, chunk_size=chunk)
         total, total_cpu = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         for module, attr, original in originals:
@@ -472,17 +481,13 @@ def diagnose_without_scoring(n: int, *, threads: int, chunk: int) -> float:
     costs, apart from the score refresh that ``features_on_promises_kept`` runs per chunk.
     """
     from bnpl import charging_bulk
-    from bnpl.gateway.faults import NO_FAULTS
-    from bnpl.gateway.sandbox import InProcessSandboxGateway
 
     merchant = generate_due_orders(n, "e")
     saved = charging_bulk.features_on_promises_kept, charging_bulk.features_on_charge_attempt
     charging_bulk.features_on_promises_kept = lambda **kwargs: None
     charging_bulk.features_on_charge_attempt = lambda **kwargs: None
     try:
-        elapsed = timed_charge_run(
-            gateway=InProcessSandboxGateway(faults=NO_FAULTS), threads=threads, chunk=chunk, workers=1, url="", n=n
-        )
+        elapsed = timed_charge_run(gateway=in_process_gateway(), threads=threads, chunk=chunk, workers=1, url="", n=n)
     finally:
         charging_bulk.features_on_promises_kept, charging_bulk.features_on_charge_attempt = saved
     check_outcome(merchant.pk, n)
@@ -497,6 +502,11 @@ def main() -> None:
         "--chunk", type=int, default=None, help="orders per chunk (default: BNPL_CHARGE_CHUNK_SIZE, as a run uses)"
     )
     parser.add_argument("--workers", type=int, default=1, help="run_charges processes in the in-process phase")
+    parser.add_argument(
+        "--one-call-per-charge",
+        action="store_true",
+        help="in-process phase: one sandbox call per charge, concurrently, instead of one batch call per chunk",
+    )
     parser.add_argument("--http-threads", type=int, default=96, help="gateway threads against HTTP (default 96)")
     parser.add_argument("--http-chunk", type=int, default=400, help="orders per chunk against HTTP (default 400)")
     parser.add_argument(
@@ -523,6 +533,8 @@ def main() -> None:
         help="diagnostic: also time a run of N orders with the scoring hooks switched off",
     )
     args = parser.parse_args()
+    if args.one_call_per_charge and args.workers > 1:
+        parser.error("--one-call-per-charge runs in this process: use it with --workers 1")
 
     url = prepare_database(args.database)
     import django
@@ -531,9 +543,7 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from bnpl.gateway.faults import NO_FAULTS
     from bnpl.gateway.http import HttpSandboxGateway
-    from bnpl.gateway.sandbox import InProcessSandboxGateway
     from bnpl.gateway.services import sandbox_faults_set
 
     n = args.orders
@@ -546,10 +556,11 @@ def main() -> None:
     merchant = generate_due_orders(n, "a")
     print(
         f"    generated in {time.perf_counter() - t:.1f} s; charging with {args.workers} worker(s), "
-        f"{args.threads} threads, chunks of {args.chunk}"
+        f"{args.threads} threads, chunks of {args.chunk}, "
+        + ("one sandbox call per charge" if args.one_call_per_charge else "one sandbox batch call per chunk")
     )
     elapsed = timed_charge_run(
-        gateway=InProcessSandboxGateway(faults=NO_FAULTS),
+        gateway=in_process_gateway(batches=not args.one_call_per_charge),
         threads=args.threads,
         chunk=args.chunk,
         workers=args.workers,
@@ -598,7 +609,7 @@ def main() -> None:
 
     if args.breakdown:
         print(f"[extra] where the time goes: {args.breakdown} orders, one thread")
-        breakdown(args.breakdown, args.chunk)
+        breakdown(args.breakdown, args.chunk, batches=not args.one_call_per_charge)
     if args.diagnose_without_scoring:
         m = args.diagnose_without_scoring
         print(f"[diagnostic] {m} orders, in-process sandbox, scoring hooks switched off (not the product)")

@@ -168,6 +168,28 @@ def _charge_one(gateway: PaymentGateway, item: Outgoing) -> tuple[GatewayResult,
         return GatewayResult(outcome=ChargeOutcome.UNKNOWN, message=f"call failed: {exc!r}"[:MESSAGE_MAX]), True
 
 
+def _charge_batch(gateway: PaymentGateway, items: Sequence[Outgoing]) -> list[tuple[GatewayResult, bool]]:
+    """Send a chunk's attempts as one batch (``gateway.charges_in_batches``); results in the items' order.
+
+    Attempts without a funding source are declined without a call, as in :func:`_charge_one`. Should the
+    batch call fail as a whole, each attempt is sent again alone with the same key: whatever the batch did
+    is replayed, whatever it did not do is done, and an attempt whose own call fails becomes ``unknown``.
+    """
+    sent = [item for item in items if item.token]
+    try:
+        answers = dict(
+            zip(
+                (item.attempt_id for item in sent),
+                gateway.charge_batch([(item.key, item.token, item.amount) for item in sent]),
+                strict=True,
+            )
+        )
+    except Exception:
+        logger.exception("batch charge call for %s attempts failed; sending them one by one", len(sent))
+        return [_charge_one(gateway, item) for item in items]
+    return [(answers[item.attempt_id], False) if item.token else _charge_one(gateway, item) for item in items]
+
+
 def _query_one(gateway: PaymentGateway, item: Outgoing) -> tuple[GatewayResult, bool]:
     try:
         return gateway.query(item.key), False
@@ -187,7 +209,8 @@ def _refuse_inside_transaction() -> None:
 
 
 class _Sender:
-    """Runs gateway calls for a chunk concurrently on a thread pool, outside any transaction.
+    """Runs a chunk's gateway calls on a thread pool, outside any transaction: one per charge, concurrently,
+    or one batch call for the chunk when the gateway takes batches.
 
     Each pool thread keeps its own database connection (the in-process sandbox uses
     one); :meth:`close` has every thread close it before the pool goes away.
@@ -207,6 +230,17 @@ class _Sender:
             return lambda: results
         futures = [self.pool.submit(call, item) for item in items]
         return lambda: [future.result() for future in futures]
+
+    def submit_batch(
+        self, call: Callable[[Sequence[Outgoing]], list[tuple[GatewayResult, bool]]], items: Sequence[Outgoing]
+    ) -> Callable[[], list[tuple[GatewayResult, bool]]]:
+        """Start one call for the whole chunk (on a pool thread, so it runs while earlier chunks are recorded)."""
+        _refuse_inside_transaction()
+        if self.pool is None:
+            results = call(items)
+            return lambda: results
+        future = self.pool.submit(call, items)
+        return future.result
 
     def close(self) -> None:
         if self.pool is not None:
@@ -506,6 +540,8 @@ def run_charges(
     bounds its calls (``call_timeout_s``), a chunk holds no more calls than the threads can
     finish within the budget left if every call times out: a provider that is down cannot
     keep the run past its budget, and so past the cluster's timeout, by a chunk's worth.
+    A gateway that takes batches (``charges_in_batches``: the in-process sandbox) gets each
+    chunk as one call, on a pool thread; any other gets one call per charge, ``threads`` at once.
     Must not be called inside a transaction.
     """
     chunk_size = chunk_size or settings.BNPL_CHARGE_CHUNK_SIZE
@@ -536,7 +572,11 @@ def run_charges(
             if not items:
                 break
             total += len(items)
-            recorder.record((items, sender.submit(lambda item: _charge_one(gateway, item), items), resent))
+            if gateway.charges_in_batches:
+                collect = sender.submit_batch(lambda chunk: _charge_batch(gateway, chunk), items)
+            else:
+                collect = sender.submit(lambda item: _charge_one(gateway, item), items)
+            recorder.record((items, collect, resent))
         recorder.finish()
     except BaseException as exc:
         recorder.abandon()

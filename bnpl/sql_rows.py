@@ -120,6 +120,10 @@ def fetch_prepared(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     statement lives as long as its connection: a migration that changes what it returns (a function's
     result columns) needs the processes holding such connections restarted, as a deployment does.
     """
+    return _run_prepared(sql, params, all_rows=False)
+
+
+def _run_prepared(sql: str, params: Sequence[Any], *, all_rows: bool) -> Any:
     # What a Django cursor checks first: a connection that failed its health check is replaced, and a
     # connection is never used from a thread it does not belong to.
     connection.close_if_health_check_failed()
@@ -134,6 +138,11 @@ def fetch_prepared(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     try:
         with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
             cursor.execute(sql, params, prepare=True)
-            return cursor.fetchone()
+            return cursor.fetchall() if all_rows else cursor.fetchone()
     finally:
         raw.prepare_threshold = threshold
+
+
+def fetch_all_prepared(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Every row of ``sql``, run as :func:`fetch_prepared` runs it."""
+    return _run_prepared(sql, params, all_rows=True)

@@ -16,6 +16,7 @@ saw the key, the one case where a new attempt is safe.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -23,6 +24,9 @@ from typing import Any
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
+
+#: What one charge asks: ``(idempotency_key, funding_source, amount)``, as :meth:`PaymentGateway.charge` takes them.
+ChargeCall = tuple[str, str, Decimal]
 
 
 class ChargeOutcome(models.TextChoices):
@@ -112,10 +116,21 @@ class PaymentGateway(ABC):
     #: run sizes its last chunks by it, so that a provider timing out on every call cannot keep a run past
     #: its time budget (``bnpl.charging.run_charges``).
     call_timeout_s: float | None = None
+    #: Whether :meth:`charge_batch` takes a whole chunk in one call. The charge run sends a chunk as one batch to
+    #: such a gateway, and one call per charge, concurrently, to any other (``bnpl.charging.run_charges``).
+    charges_in_batches: bool = False
 
     @abstractmethod
     def charge(self, idempotency_key: str, funding_source: str, amount: Decimal) -> GatewayResult:
         """Take ``amount`` from the consumer's ``funding_source`` (a provider token), once per key."""
+
+    def charge_batch(self, requests: Sequence[ChargeCall]) -> list[GatewayResult]:
+        """Charge many at once: one result per ``(idempotency_key, funding_source, amount)``, in order.
+
+        Each request is the same as a :meth:`charge` with those arguments, its key honoured the same way; only
+        the transport differs. A gateway that offers it sets :attr:`charges_in_batches`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} charges one request per call")
 
     @abstractmethod
     def refund(self, idempotency_key: str, charge_ref: str, amount: Decimal) -> GatewayResult:

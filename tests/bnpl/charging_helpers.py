@@ -26,6 +26,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from bnpl.choices import OrderStatus
+from bnpl.gateway.faults import NO_FAULTS
+from bnpl.gateway.sandbox import InProcessSandboxGateway
 from bnpl.gateway.services import sandbox_funding_source_add
 from bnpl.ledger import ledger_account_code, ledger_account_for, ledger_check, order_account_balance, post_completion
 from bnpl.models import (
@@ -45,6 +47,17 @@ from tests.bnpl.helpers import order_in
 S = OrderStatus
 D = Decimal
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class OneCallPerCharge(InProcessSandboxGateway):
+    """The in-process sandbox without its batch call: the charge run sends each charge on its own, concurrently,
+    as it does to the HTTP gateway (the path every provider without a batch endpoint takes)."""
+
+    charges_in_batches = False
+
+
+def one_call_per_charge() -> OneCallPerCharge:
+    return OneCallPerCharge(faults=NO_FAULTS)
 
 
 def fund(consumer: Consumer, balance: str = "100.00") -> SandboxFundingSource:

@@ -746,9 +746,10 @@ def test_gateway_answer_without_a_reference_still_records_a_success(listing, con
 
 
 class _BoundedSlowGateway(InProcessSandboxGateway):
-    """The in-process sandbox, 50 ms per charge, declaring that a call can take up to a second."""
+    """The in-process sandbox, one call per charge of 50 ms, declaring that a call can take up to a second."""
 
     call_timeout_s = 1.0
+    charges_in_batches = False
 
     def charge(self, idempotency_key: str, funding_source: str, amount: Decimal) -> GatewayResult:
         time.sleep(0.05)

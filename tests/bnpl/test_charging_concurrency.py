@@ -31,6 +31,7 @@ from tests.bnpl.charging_helpers import (
     database_url,
     due_order,
     fund,
+    one_call_per_charge,
     wait_until_mid_run,
 )
 
@@ -67,9 +68,16 @@ def run_together(*calls, timeout: float) -> list[object]:
 @concurrent
 def test_three_charge_runs_at_once_charge_each_order_exactly_once(listing):
     order_ids = bulk_due_orders(listing, orders=EXACTLY_ONCE_N, consumers=EXACTLY_ONCE_N // 4)
-    # Three workers, each with a few gateway threads, released together. The whole run takes a while
-    # (every payment also re-scores the consumer), so the wait scales with the number of orders.
-    runs = run_together(*[lambda: run_charges(threads=4, chunk_size=200)] * 3, timeout=60 + EXACTLY_ONCE_N / 10)
+    # Three workers, each with a few gateway threads, released together: two send each chunk as one batch
+    # (the in-process sandbox's default), one sends a call per charge, so both ways meet on the same
+    # consumers' funding sources. The whole run takes a while (every payment also re-scores the
+    # consumer), so the wait scales with the number of orders.
+    runs = run_together(
+        lambda: run_charges(threads=4, chunk_size=200),
+        lambda: run_charges(threads=4, chunk_size=200, gateway=one_call_per_charge()),
+        lambda: run_charges(threads=4, chunk_size=200),
+        timeout=60 + EXACTLY_ONCE_N / 10,
+    )
 
     assert all(isinstance(run, ChargeRun) for run in runs), runs
     assert all(run.status == ChargeRunStatus.FINISHED and run.errors == 0 for run in runs)
@@ -81,11 +89,13 @@ def test_three_charge_runs_at_once_charge_each_order_exactly_once(listing):
 
 
 @concurrent
-def test_one_run_recording_chunks_on_several_threads_charges_each_order_once(listing):
+@pytest.mark.parametrize("gateway", [None, one_call_per_charge], ids=["a-batch-per-chunk", "one-call-per-charge"])
+def test_one_run_recording_chunks_on_several_threads_charges_each_order_once(listing, gateway):
     # Chunks of 25 with four consumers' orders spread over every chunk: the three recorders lock the
-    # same profiles, feature rows and reward accounts at once, in the one lock order.
+    # same profiles, feature rows and reward accounts at once, in the one lock order. The default gateway
+    # (the in-process sandbox) takes each chunk as one batch; the other one takes one call per charge.
     order_ids = bulk_due_orders(listing, orders=400, consumers=100)
-    run = run_charges(threads=4, chunk_size=25, recorders=3)
+    run = run_charges(threads=4, chunk_size=25, recorders=3, gateway=gateway() if gateway else None)
 
     assert (run.status, run.errors, run.chunks) == (ChargeRunStatus.FINISHED, 0, 16)
     assert run.claimed == run.succeeded == 400
