@@ -171,22 +171,29 @@ def _charge_one(gateway: PaymentGateway, item: Outgoing) -> tuple[GatewayResult,
 def _charge_batch(gateway: PaymentGateway, items: Sequence[Outgoing]) -> list[tuple[GatewayResult, bool]]:
     """Send a chunk's attempts as one batch (``gateway.charges_in_batches``); results in the items' order.
 
-    Attempts without a funding source are declined without a call, as in :func:`_charge_one`. Should the
-    batch call fail as a whole, each attempt is sent again alone with the same key: whatever the batch did
-    is replayed, whatever it did not do is done, and an attempt whose own call fails becomes ``unknown``.
+    Attempts without a funding source are declined without a call, as in :func:`_charge_one` (no call at
+    all when none has one). Should the batch call fail, each attempt is sent again alone, one after
+    another, with its key: whatever the batch did is replayed, whatever it did not do is done, and an
+    attempt whose own call fails becomes ``unknown``. The failed batch call counts as one error of the run
+    (carried by its first attempt's result), as a failed call per charge does.
     """
     sent = [item for item in items if item.token]
-    try:
-        answers = dict(
-            zip(
-                (item.attempt_id for item in sent),
-                gateway.charge_batch([(item.key, item.token, item.amount) for item in sent]),
-                strict=True,
+    answers: dict[int, GatewayResult] = {}
+    if sent:
+        try:
+            answers = dict(
+                zip(
+                    (item.attempt_id for item in sent),
+                    gateway.charge_batch([(item.key, item.token, item.amount) for item in sent]),
+                    strict=True,
+                )
             )
-        )
-    except Exception:
-        logger.exception("batch charge call for %s attempts failed; sending them one by one", len(sent))
-        return [_charge_one(gateway, item) for item in items]
+        except Exception:
+            logger.exception("batch charge call for %s attempts failed; sending them one by one", len(sent))
+            results = [_charge_one(gateway, item) for item in items]
+            first = items.index(sent[0])
+            results[first] = (results[first][0], True)
+            return results
     return [(answers[item.attempt_id], False) if item.token else _charge_one(gateway, item) for item in items]
 
 
@@ -540,8 +547,9 @@ def run_charges(
     bounds its calls (``call_timeout_s``), a chunk holds no more calls than the threads can
     finish within the budget left if every call times out: a provider that is down cannot
     keep the run past its budget, and so past the cluster's timeout, by a chunk's worth.
-    A gateway that takes batches (``charges_in_batches``: the in-process sandbox) gets each
-    chunk as one call, on a pool thread; any other gets one call per charge, ``threads`` at once.
+    A gateway that takes batches (``charges_in_batches``: the in-process sandbox) and does not
+    bound its calls gets each chunk as one call, on a pool thread; any other gets one call per
+    charge, ``threads`` at once.
     Must not be called inside a transaction.
     """
     chunk_size = chunk_size or settings.BNPL_CHARGE_CHUNK_SIZE
@@ -550,6 +558,10 @@ def run_charges(
     resend_after = settings.BNPL_CHARGE_RESEND_PENDING_AFTER if resend_pending_after is None else resend_pending_after
     budget = (time_budget or settings.BNPL_CHARGE_RUN_TIME_BUDGET).total_seconds()
     started = time.monotonic()
+    # A failed batch falls back to one call per charge, one after another: the chunk cap below, sized for
+    # ``threads`` bounded calls at once, would not hold for it, so a gateway that bounds its calls gets them
+    # one per charge.
+    batches = gateway.charges_in_batches and not gateway.call_timeout_s
     _fail_stale_runs(timezone.now())
     run = ChargeRun.objects.create(kind=ChargeRunKind.CHARGE, worker=worker or _worker_id())
     sender = _Sender(threads)
@@ -572,7 +584,7 @@ def run_charges(
             if not items:
                 break
             total += len(items)
-            if gateway.charges_in_batches:
+            if batches:
                 collect = sender.submit_batch(lambda chunk: _charge_batch(gateway, chunk), items)
             else:
                 collect = sender.submit(lambda item: _charge_one(gateway, item), items)

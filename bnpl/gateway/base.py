@@ -26,7 +26,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 #: What one charge asks: ``(idempotency_key, funding_source, amount)``, as :meth:`PaymentGateway.charge` takes them.
-ChargeCall = tuple[str, str, Decimal]
+ChargeArgs = tuple[str, str, Decimal]
 
 
 class ChargeOutcome(models.TextChoices):
@@ -117,14 +117,15 @@ class PaymentGateway(ABC):
     #: its time budget (``bnpl.charging.run_charges``).
     call_timeout_s: float | None = None
     #: Whether :meth:`charge_batch` takes a whole chunk in one call. The charge run sends a chunk as one batch to
-    #: such a gateway, and one call per charge, concurrently, to any other (``bnpl.charging.run_charges``).
+    #: such a gateway unless it bounds its calls (``call_timeout_s``), and one call per charge, concurrently, to
+    #: any other (``bnpl.charging.run_charges``).
     charges_in_batches: bool = False
 
     @abstractmethod
     def charge(self, idempotency_key: str, funding_source: str, amount: Decimal) -> GatewayResult:
         """Take ``amount`` from the consumer's ``funding_source`` (a provider token), once per key."""
 
-    def charge_batch(self, requests: Sequence[ChargeCall]) -> list[GatewayResult]:
+    def charge_batch(self, requests: Sequence[ChargeArgs]) -> list[GatewayResult]:
         """Charge many at once: one result per ``(idempotency_key, funding_source, amount)``, in order.
 
         Each request is the same as a :meth:`charge` with those arguments, its key honoured the same way; only

@@ -25,7 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Sum
 
 from bnpl.gateway.base import (
-    ChargeCall,
+    ChargeArgs,
     ChargeOutcome,
     DeclineCode,
     GatewayRequestError,
@@ -51,8 +51,8 @@ DECLINE_MESSAGES = {
 CHARGE_SQL = (
     "SELECT c.* FROM set_config('synchronous_commit', 'off', true), bnpl_sandbox_charge(%s, %s, %s, %s, %s) AS c"
 )
-#: Many charges in one statement: the same function for each request, in the order given, each result row numbered
-#: by its request's place (``WITH ORDINALITY``).
+#: Many charges in one statement: the same function for each request, in the order of the arrays, each result row
+#: numbered by its place in them (``WITH ORDINALITY``).
 CHARGE_BATCH_SQL = (
     "SELECT v.n, c.* FROM set_config('synchronous_commit', 'off', true), "
     "unnest(%s::text[], %s::text[], %s::numeric[], %s::boolean[], %s::text[]) WITH ORDINALITY "
@@ -163,17 +163,22 @@ def sandbox_charge_batch(requests: Sequence[ChargeRequest]) -> list[GatewayResul
     A provider's batch endpoint, for the in-process gateway: the charge run sends a chunk of a few hundred
     charges this way instead of a few hundred calls, each of which cost as much in protocol and Python as
     the provider's work itself (docs/charging.md, "Performance"). Each request runs the same function with
-    the same locks and idempotency as alone, and sees the ones before it (two requests on one source share
-    its balance; a key twice is charged once). They run in the order of their funding sources, so batches
-    lock the sources they share in one order. Raises as :func:`sandbox_charge` does when any request is
-    malformed (before anything runs) or reuses a key for another charge, and with a database error when
-    the statement fails (a collision of the random charge references, say, or a deadlock with a request
-    reusing a batch's key for another source): the batch then rolls back whole. Either way the caller may
-    send the requests again one by one, with the same keys.
+    the same checks and idempotency as alone and sees the requests run before it: two on one source share
+    its balance, a key twice is charged once. They run grouped by funding source, so that batches lock the
+    sources they share in one order, and in the order given within a source (the first of a consumer's
+    charges is the one a short balance still covers, as one call after another would have it). The
+    sources stay locked until the statement ends.
+
+    Raises :class:`GatewayRequestError` when a request is malformed, before anything runs. Raises a
+    database error when the statement fails (a collision of the random charge references, or a deadlock
+    with a request reusing one of the batch's keys for another source): nothing is processed. Raises
+    :class:`GatewayRequestError` when a request reuses a key recorded for another charge: the statement
+    has committed by then, the others are processed. In every case the caller may send the requests
+    again, one by one, with the same keys: each processed one is replayed.
     """
     if not requests:
         return []
-    ordered = sorted(range(len(requests)), key=lambda i: (requests[i].token, requests[i].key))
+    ordered = sorted(range(len(requests)), key=lambda i: (requests[i].token, i))
     columns = list(zip(*(requests[i].params for i in ordered), strict=True))
     durable = transaction.atomic(durable=True) if connection.in_atomic_block else contextlib.nullcontext()
     with durable:
@@ -385,7 +390,7 @@ class InProcessSandboxGateway(PaymentGateway):
             ),
         )
 
-    def charge_batch(self, requests: Sequence[ChargeCall]) -> list[GatewayResult]:
+    def charge_batch(self, requests: Sequence[ChargeArgs]) -> list[GatewayResult]:
         """The chunk as one request to the provider: one latency, then each charge's own faults, then one statement.
 
         A request stopped by a timeout or error fault is not processed; a lost response is processed and

@@ -746,12 +746,19 @@ def test_gateway_answer_without_a_reference_still_records_a_success(listing, con
 
 
 class _BoundedSlowGateway(InProcessSandboxGateway):
-    """The in-process sandbox, one call per charge of 50 ms, declaring that a call can take up to a second."""
+    """The in-process sandbox, 50 ms per charge, declaring that a call can take up to a second.
+
+    It takes batches, as the sandbox does; a gateway that bounds its calls gets one per charge all the same.
+    """
 
     call_timeout_s = 1.0
-    charges_in_batches = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.calls = 0
 
     def charge(self, idempotency_key: str, funding_source: str, amount: Decimal) -> GatewayResult:
+        self.calls += 1
         time.sleep(0.05)
         return super().charge(idempotency_key, funding_source, amount)
 
@@ -761,9 +768,8 @@ def test_chunks_hold_no_more_bounded_calls_than_the_threads_can_finish_in_the_ti
     """2 threads, calls of up to 1 s, a 2.5 s budget: 4 calls fit, not the chunk's 100; none when under 1 s is left."""
     bulk_due_orders(listing, orders=200, consumers=200)  # more than the budget leaves time for
 
-    run = run_charges(
-        gateway=_BoundedSlowGateway(faults=NO_FAULTS), threads=2, chunk_size=100, time_budget=timedelta(seconds=2.5)
-    )
+    gateway = _BoundedSlowGateway(faults=NO_FAULTS)
+    run = run_charges(gateway=gateway, threads=2, chunk_size=100, time_budget=timedelta(seconds=2.5))
 
     sizes = [
         row["n"]
@@ -775,4 +781,5 @@ def test_chunks_hold_no_more_bounded_calls_than_the_threads_can_finish_in_the_ti
     assert sizes[0] == 4  # 2 threads x int(2.5 s // 1 s)
     assert max(sizes) == 4 and sizes[-1] <= 2  # fewer as the budget runs out
     assert run.status == ChargeRunStatus.FINISHED and run.succeeded == sum(sizes) < 200
+    assert gateway.calls == run.succeeded  # one call per charge: no batch for a gateway that bounds its calls
     assert (run.finished_at - run.started_at).total_seconds() < 2.5 + 1.0

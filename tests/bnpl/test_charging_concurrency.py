@@ -107,7 +107,8 @@ def test_one_run_recording_chunks_on_several_threads_charges_each_order_once(lis
 def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(listing):
     n = 400
     order_ids = bulk_due_orders(listing, orders=n, consumers=100)
-    # A slow provider keeps the worker mid-run long enough to be killed there.
+    # A slow provider (20 ms per call: per chunk of 25, the sandbox taking a chunk in one call) and the recording
+    # of each chunk keep the worker mid-run long enough to be killed there, with a batch in flight.
     sandbox_faults_set(actor=None, latency_ms=20)
     with ChargeWorker(database_url(connection.settings_dict), "--threads=4", "--chunk-size=25") as worker:
         wait_until_mid_run(worker, succeeded=50)

@@ -80,6 +80,19 @@ def test_each_charge_in_a_batch_ends_as_it_would_alone():
     assert recorded == {key: result.reference for (key, _t, _a), result in zip(batched, at_once, strict=True)}
 
 
+def test_charges_on_one_source_run_in_the_order_asked_whatever_their_keys():
+    """A short balance covers the first of a consumer's charges, as one call after another would."""
+    source = add_source("10.00")
+
+    results = InProcessSandboxGateway(faults=NO_FAULTS).charge_batch(
+        [("b-first", source.token, D("8.00")), ("a-second", source.token, D("8.00"))]
+    )
+
+    assert [r.outcome for r in results] == [ChargeOutcome.SUCCEEDED, ChargeOutcome.DECLINED]
+    assert results[1].decline_code == DeclineCode.INSUFFICIENT_FUNDS
+    assert balance_of(source) == D("2.00")
+
+
 def test_a_batch_sent_again_replays_every_answer_and_moves_no_money():
     requests, sources = a_mixed_chunk("again")
     gateway = InProcessSandboxGateway(faults=NO_FAULTS)
@@ -134,14 +147,16 @@ def test_an_empty_batch_is_no_call():
 
 def test_faults_strike_each_request_of_a_batch_by_its_own_key():
     source = add_source("1000.00")
-    faults = SandboxFaults(timeout_rate=D("0.3"), lost_response_rate=D("0.3"), risk_reject_rate=D("0.3"), seed=3)
+    faults = SandboxFaults(
+        timeout_rate=D("0.2"), error_rate=D("0.2"), lost_response_rate=D("0.3"), risk_reject_rate=D("0.3"), seed=3
+    )
     keys = [f"fault:{i}" for i in range(60)]
 
     results = InProcessSandboxGateway(faults=faults).charge_batch([(key, source.token, D("1.00")) for key in keys])
 
     recorded = dict(SandboxCharge.objects.values_list("idempotency_key", "status"))
     for key, result in zip(keys, results, strict=True):
-        if faults.hits("timeout", key):
+        if faults.hits("timeout", key) or faults.hits("error", key):
             assert result.outcome == ChargeOutcome.UNKNOWN and key not in recorded  # never reached the provider
         elif faults.hits("lost_response", key):
             assert result.outcome == ChargeOutcome.UNKNOWN and key in recorded  # processed, answer lost
@@ -257,6 +272,46 @@ def test_a_chunk_goes_to_a_batch_gateway_as_one_call():
     assert not any(error for _r, error in results)
 
 
+def test_a_chunk_without_funding_sources_makes_no_call():
+    gateway = _Recording()
+    items = outgoing(0)
+
+    results = _charge_batch(gateway, items)
+
+    assert gateway.batches == [] and gateway.singles == []
+    assert [(r.decline_code, error) for r, error in results] == [("no_funding_source", False)]
+
+
+def test_a_batch_refused_after_it_ran_is_replayed_one_by_one_and_charges_nothing_twice():
+    """One request reuses a key for another amount: the statement has committed the others when the batch is
+    refused. Sent again alone, they replay what the batch did; the bad one's own call fails and stays unknown."""
+    gateway = _Recording()
+    used = add_source("50.00")
+    gateway.charge("ca_used", used.token, D("5.00"))
+    gateway.singles.clear()
+    items = outgoing(2)
+    items.insert(1, Outgoing(99, 99, "ca_used", used.token, D("7.00")))  # the same key, another amount
+    sources = {
+        item.token: balance_of(SandboxFundingSource.objects.get(token=item.token)) for item in items if item.token
+    }
+
+    results = _charge_batch(gateway, items)
+
+    assert gateway.batches == [3] and gateway.singles == ["ca_1", "ca_used", "ca_2"]
+    assert [(r.outcome, error) for r, error in results] == [
+        (ChargeOutcome.SUCCEEDED, True),  # the failed batch call is counted once, on its first attempt
+        (ChargeOutcome.UNKNOWN, True),  # its own call refused: unknown, to reconcile
+        (ChargeOutcome.SUCCEEDED, False),
+        (ChargeOutcome.DECLINED, False),
+    ]
+    charges = dict(SandboxCharge.objects.values_list("idempotency_key", "reference"))
+    assert len(charges) == 3  # ca_used once (before), ca_1 and ca_2 once each (by the batch)
+    assert [results[0][0].reference, results[2][0].reference] == [charges["ca_1"], charges["ca_2"]]
+    for token, before in sources.items():
+        charged = D("5.00") if token != used.token else D("0.00")
+        assert balance_of(SandboxFundingSource.objects.get(token=token)) == before - charged
+
+
 def test_a_failed_batch_call_is_sent_again_one_by_one_with_the_same_keys():
     gateway = _Recording(batch_fails=True)
     items = outgoing(3)
@@ -265,4 +320,5 @@ def test_a_failed_batch_call_is_sent_again_one_by_one_with_the_same_keys():
 
     assert gateway.batches == [3] and gateway.singles == ["ca_1", "ca_2", "ca_3"]
     assert [r.outcome for r, _error in results] == [ChargeOutcome.SUCCEEDED] * 3 + [ChargeOutcome.DECLINED]
+    assert [error for _r, error in results] == [True, False, False, False]  # one failed call, counted once
     assert SandboxCharge.objects.count() == 3
