@@ -169,8 +169,8 @@ def sandbox_charge_batch(requests: Sequence[ChargeRequest]) -> list[GatewayResul
     charges is the one a short balance still covers, as one call after another would have it). The
     sources stay locked until the statement ends.
 
-    Raises :class:`GatewayRequestError` when a request is malformed, before anything runs. Raises a
-    database error when the statement fails (a collision of the random charge references, or a deadlock
+    The requests come checked (:func:`charge_request` refuses a malformed one before a batch is built).
+    Raises a database error when the statement fails (a collision of the random charge references, or a deadlock
     with a request reusing one of the batch's keys for another source): nothing is processed. Raises
     :class:`GatewayRequestError` when a request reuses a key recorded for another charge: the statement
     has committed by then, the others are processed. In every case the caller may send the requests
