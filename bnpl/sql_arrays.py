@@ -21,8 +21,8 @@ def int_array(values: Iterable[int | None]) -> str:
     return "{" + ",".join("NULL" if value is None else str(int(value)) for value in values) + "}"
 
 
-def numeric_array(values: Iterable[Decimal | None]) -> str:
-    """A ``numeric[]`` literal; each value must be a ``Decimal`` (a float would bring its binary error)."""
+def numeric_array(values: Iterable[Decimal | int | None]) -> str:
+    """A ``numeric[]`` literal of ``Decimal``s or ints; a float is refused (it would bring its binary error)."""
     return "{" + ",".join("NULL" if value is None else _decimal(value) for value in values) + "}"
 
 
@@ -48,9 +48,11 @@ def timestamp_array(values: Iterable[datetime | None]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def _decimal(value: Decimal) -> str:
+def _decimal(value: Decimal | int) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     if not isinstance(value, Decimal) or not value.is_finite():
-        raise ValueError(f"numeric_array takes finite Decimals only, not {value!r}")
+        raise ValueError(f"numeric_array takes finite Decimals and ints only, not {value!r}")
     return str(value)
 
 

@@ -35,6 +35,7 @@ from django.utils.translation import gettext as _
 
 from bnpl.bulk_sql import copy_tuples, insert_keys_ignoring_conflicts
 from bnpl.exceptions import NotAllowed, ValidationFailed
+from bnpl.sql_arrays import int_array, text_array
 
 from . import limits
 from . import rewards_policy as policy
@@ -233,11 +234,14 @@ def rewards_on_promises_kept_many(
         # Plain values, not model instances: a charge-run chunk holds hundreds of accounts (docs/charging.md).
         cursor.execute(
             "SELECT consumer_id, id, points_balance, streak, best_streak, promise_value, level "
-            "FROM consumers_rewardaccount WHERE consumer_id = ANY(%s) ORDER BY consumer_id FOR UPDATE",
-            [consumer_ids],
+            "FROM consumers_rewardaccount WHERE consumer_id = ANY(%s::bigint[]) ORDER BY consumer_id FOR UPDATE",
+            [int_array(consumer_ids)],
         )
         accounts = {row[0]: _KeptAccount(*row) for row in cursor.fetchall()}
-        cursor.execute("SELECT key FROM consumers_pointsentry WHERE key = ANY(%s)", [[f"kept:{o}" for _c, o in kept]])
+        cursor.execute(
+            "SELECT key FROM consumers_pointsentry WHERE key = ANY(%s::text[])",
+            [text_array(f"kept:{o}" for _c, o in kept)],
+        )
         done = {key for (key,) in cursor.fetchall()}
     expires_at = policy.expiry_for(now)
     entries: list[tuple[object, ...]] = []
@@ -292,12 +296,12 @@ def rewards_on_promises_kept_many(
             "AS v(id, points, streak, best, promise, level) WHERE a.id = v.id",
             [
                 now,
-                [a.pk for a in changed],
-                [a.points_balance for a in changed],
-                [a.streak for a in changed],
-                [a.best_streak for a in changed],
-                [a.promise_value for a in changed],
-                [a.level for a in changed],
+                int_array(a.pk for a in changed),
+                int_array(a.points_balance for a in changed),
+                int_array(a.streak for a in changed),
+                int_array(a.best_streak for a in changed),
+                int_array(a.promise_value for a in changed),
+                text_array(a.level for a in changed),
             ],
         )
     promoted = []

@@ -43,6 +43,7 @@ from bnpl.bulk_sql import copy_tuples
 from bnpl.exceptions import InsufficientCredit, NotAllowed, ValidationFailed
 from bnpl.money import MoneyError, format_cny, parse_money
 from bnpl.ratelimit import rate_count, rate_hit
+from bnpl.sql_arrays import int_array, numeric_array
 from bnpl.validators import (
     mask_resident_id,
     normalize_cn_mobile,
@@ -357,13 +358,15 @@ def credit_holds_release_many(*, amounts: dict[int, Decimal]) -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         # An UPDATE locks rows in no set order; lock them by consumer id first.
         cursor.execute(
-            "SELECT 1 FROM consumers_creditprofile WHERE consumer_id = ANY(%s) ORDER BY consumer_id FOR UPDATE", [ids]
+            "SELECT 1 FROM consumers_creditprofile WHERE consumer_id = ANY(%s::bigint[]) ORDER BY consumer_id "
+            "FOR UPDATE",
+            [int_array(ids)],
         )
         cursor.execute(
             "UPDATE consumers_creditprofile p SET open_exposure_amount = p.open_exposure_amount - v.amount "
             "FROM unnest(%s::bigint[], %s::numeric[]) AS v(consumer_id, amount) "
             "WHERE p.consumer_id = v.consumer_id AND p.open_exposure_amount >= v.amount",
-            [ids, [wanted[pk] for pk in ids]],
+            [int_array(ids), numeric_array(wanted[pk] for pk in ids)],
         )
         if cursor.rowcount != len(ids):
             raise RuntimeError(f"releasing holds of consumers {ids}: {len(ids) - cursor.rowcount} exceed the exposure")
@@ -659,15 +662,15 @@ def credit_scores_set_many(*, actor: Actor, changes: Sequence[tuple[int, int, st
     with connection.cursor() as cursor:
         # Plain tuples, not model instances: a charge-run chunk re-scores hundreds of consumers (docs/charging.md).
         cursor.execute(
-            "SELECT consumer_id, id, score FROM consumers_creditprofile WHERE consumer_id = ANY(%s) "
+            "SELECT consumer_id, id, score FROM consumers_creditprofile WHERE consumer_id = ANY(%s::bigint[]) "
             "ORDER BY consumer_id FOR UPDATE",
-            [ids],
+            [int_array(ids)],
         )
         profiles = cursor.fetchall()
         cursor.execute(
             "UPDATE consumers_creditprofile p SET score = v.score, updated_at = %s "
             "FROM unnest(%s::bigint[], %s::int[]) AS v(consumer_id, score) WHERE p.consumer_id = v.consumer_id",
-            [now, ids, [cleaned[pk][0] for pk in ids]],
+            [now, int_array(ids), int_array(cleaned[pk][0] for pk in ids)],
         )
     user_id = _actor_id(_actor_user(actor))
     copy_tuples(

@@ -48,6 +48,7 @@ from bnpl import sql_rows
 from bnpl.bulk_sql import insert_keys_ignoring_conflicts
 from bnpl.exceptions import InvalidTransition, NotAllowed, ValidationFailed
 from bnpl.money import MoneyError, parse_money
+from bnpl.sql_arrays import int_array, text_array
 from bnpl.validators import normalize_cn_mobile
 from consumers import limits
 from consumers.choices import PromiseOutcome
@@ -591,7 +592,7 @@ def features_on_promises_kept(*, actor: Actor = None, records: Sequence[PromiseR
         consumer_ids = sorted({record.consumer_id for record in records})
         insert_keys_ignoring_conflicts(ConsumerFeatures, consumer_ids, key_field="consumer")
         with connection.cursor() as cursor:
-            cursor.execute(_KEPT_FEATURES_SQL, [consumer_ids])
+            cursor.execute(_KEPT_FEATURES_SQL, [int_array(consumer_ids)])
             rows = {row[0]: _ScoringRow.from_row(row) for row in cursor.fetchall()}
         # Growth is checked after each record, as the one-record path does: a consumer whose count
         # crosses a multiple of GROWTH_EVERY_KEPT inside the chunk still earns the step.
@@ -637,7 +638,7 @@ SELECT f.consumer_id, f.fulfilled_count, f.cancelled_count, f.breached_count, f.
 FROM scoring_consumerfeatures f
 JOIN consumers_consumer c ON c.id = f.consumer_id
 LEFT JOIN consumers_creditprofile p ON p.consumer_id = f.consumer_id
-WHERE f.consumer_id = ANY(%s)
+WHERE f.consumer_id = ANY(%s::bigint[])
 ORDER BY f.consumer_id
 FOR UPDATE OF f
 """
@@ -701,11 +702,11 @@ def _write_kept_counts(rows: Sequence[ConsumerFeatures | _ScoringRow]) -> None:
             "FROM unnest(%s::bigint[], %s::int[], %s::int[], %s::jsonb[], %s::jsonb[]) "
             "AS v(id, fulfilled, open, by_merchant, kept) WHERE f.consumer_id = v.id",
             [
-                [row.pk for row in rows],
-                [row.fulfilled_count for row in rows],
-                [row.open_orders for row in rows],
-                [json.dumps(row.open_by_merchant or {}) for row in rows],
-                [json.dumps(list(row.kept_merchant_ids or [])) for row in rows],
+                int_array(row.pk for row in rows),
+                int_array(row.fulfilled_count for row in rows),
+                int_array(row.open_orders for row in rows),
+                text_array(json.dumps(row.open_by_merchant or {}) for row in rows),
+                text_array(json.dumps(list(row.kept_merchant_ids or [])) for row in rows),
             ],
         )
 

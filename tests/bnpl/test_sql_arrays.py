@@ -38,7 +38,7 @@ def test_any_text_comes_back_as_itself(values):
 
 def test_ints_and_numerics_come_back_exactly():
     ints = [0, -1, 2**62, None, 7]
-    amounts = [Decimal("5.00"), Decimal("-0.01"), Decimal("1E+3"), Decimal("12345678901234.56"), None]
+    amounts = [Decimal("5.00"), Decimal("-0.01"), Decimal("1E+3"), Decimal("12345678901234.56"), None, 3]
 
     assert read_back(int_array(ints), "bigint[]") == ints
     assert read_back(numeric_array(amounts), "numeric[]") == amounts
@@ -62,6 +62,7 @@ def test_empty_lists_are_empty_arrays():
     [
         (numeric_array, [5.0]),  # a float's binary error must not reach money
         (numeric_array, [Decimal("NaN")]),
+        (numeric_array, [True]),  # a bool is an int to Python, never an amount
         (timestamp_array, [datetime(2026, 1, 1)]),  # naive: which instant is meant is unknown
     ],
 )
