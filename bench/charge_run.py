@@ -7,7 +7,8 @@ embedded server), which it drops and migrates first. Three phases, each on fresh
 the same shape (one consumer, credit profile, funded default source, completed order with one bill line and
 its completion posting per order):
 
-1. the full charge run (``bnpl.charging.run_charges``) with the in-process sandbox gateway;
+1. the full charge run (``bnpl.charging.run_charges``) with the in-process sandbox gateway, which takes each
+   chunk in one batch call (``--one-call-per-charge``: one call per charge, concurrently, as over HTTP);
 2. the raw-SQL ceiling: claim + mark paid + a ledger transaction with two entries, 500 orders per
    transaction, on one connection — what the database alone can do for the same outcome;
 3. the full charge run against the HTTP sandbox on a free local port with 50 ms of added latency per
