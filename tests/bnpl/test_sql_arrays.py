@@ -30,8 +30,13 @@ def test_text_elements_come_back_as_themselves_and_none_as_null():
     assert read_back(text_array(values), "text[]") == values
 
 
+# Any text PostgreSQL can hold: no NUL, no lone surrogates (not UTF-8; psycopg refuses them as parameters anyway).
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.text(alphabet=st.characters(blacklist_characters="\x00")))))
+@given(
+    st.lists(
+        st.one_of(st.none(), st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00")))
+    )
+)
 def test_any_text_comes_back_as_itself(values):
     assert read_back(text_array(values), "text[]") == values
 
