@@ -427,9 +427,7 @@ def in_process_gateway(*, batches: bool = True) -> Any:
     from bnpl.gateway.faults import NO_FAULTS
     from bnpl.gateway.sandbox import InProcessSandboxGateway
 
-    gateway = InProcessSandboxGateway(faults=NO_FAULTS)
-    gateway.charges_in_batches = batches
-    return gateway
+    return InProcessSandboxGateway(faults=NO_FAULTS, batches=batches)
 
 
 def breakdown(n: int, chunk: int, *, batches: bool) -> None:

@@ -116,9 +116,9 @@ class PaymentGateway(ABC):
     #: run sizes its last chunks by it, so that a provider timing out on every call cannot keep a run past
     #: its time budget (``bnpl.charging.run_charges``).
     call_timeout_s: float | None = None
-    #: Whether :meth:`charge_batch` takes a whole chunk in one call. The charge run sends a chunk as one batch to
-    #: such a gateway unless it bounds its calls (``call_timeout_s``), and one call per charge, concurrently, to
-    #: any other (``bnpl.charging.run_charges``).
+    #: Whether :meth:`charge_batch` takes a whole chunk in one call to the provider. The charge run sends a chunk as
+    #: one batch to such a gateway unless it bounds its calls (``call_timeout_s``), and one call per charge,
+    #: concurrently, to any other (``bnpl.charging.run_charges``).
     charges_in_batches: bool = False
 
     @abstractmethod
@@ -129,9 +129,10 @@ class PaymentGateway(ABC):
         """Charge many at once: one result per ``(idempotency_key, funding_source, amount)``, in order.
 
         Each request is the same as a :meth:`charge` with those arguments, its key honoured the same way; only
-        the transport differs. A gateway that offers it sets :attr:`charges_in_batches`.
+        the transport differs. Here, for a provider without a batch endpoint, one call after another; a gateway
+        that sends the batch as one call overrides this and sets :attr:`charges_in_batches`.
         """
-        raise NotImplementedError(f"{type(self).__name__} charges one request per call")
+        return [self.charge(key, funding_source, amount) for key, funding_source, amount in requests]
 
     @abstractmethod
     def refund(self, idempotency_key: str, charge_ref: str, amount: Decimal) -> GatewayResult:

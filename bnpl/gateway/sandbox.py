@@ -362,10 +362,11 @@ class InProcessSandboxGateway(PaymentGateway):
     the request and then returns ``unknown``.
     """
 
-    charges_in_batches = True
-
-    def __init__(self, faults: SandboxFaults | None = None) -> None:
+    def __init__(self, faults: SandboxFaults | None = None, *, batches: bool = True) -> None:
         self._faults = faults
+        # ``batches=False``: the charge run sends one call per charge, concurrently, as to a provider without a
+        # batch endpoint (the tests' and ``bench/charge_run.py --one-call-per-charge``'s way to that path).
+        self.charges_in_batches = batches
 
     def _current_faults(self) -> SandboxFaults:
         return self._faults if self._faults is not None else sandbox_faults_load()

@@ -49,15 +49,10 @@ D = Decimal
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class OneCallPerCharge(InProcessSandboxGateway):
+def one_call_per_charge() -> InProcessSandboxGateway:
     """The in-process sandbox without its batch call: the charge run sends each charge on its own, concurrently,
     as it does to the HTTP gateway (the path every provider without a batch endpoint takes)."""
-
-    charges_in_batches = False
-
-
-def one_call_per_charge() -> OneCallPerCharge:
-    return OneCallPerCharge(faults=NO_FAULTS)
+    return InProcessSandboxGateway(faults=NO_FAULTS, batches=False)
 
 
 def fund(consumer: Consumer, balance: str = "100.00") -> SandboxFundingSource:

@@ -11,7 +11,7 @@ from django.db import connection
 
 from bnpl.charging import _charge_batch
 from bnpl.charging_bulk import Outgoing
-from bnpl.gateway.base import ChargeOutcome, DeclineCode, GatewayRequestError, GatewayResult
+from bnpl.gateway.base import ChargeOutcome, DeclineCode, GatewayRequestError, GatewayResult, PaymentGateway
 from bnpl.gateway.faults import NO_FAULTS, SandboxFaults
 from bnpl.gateway.sandbox import InProcessSandboxGateway, charge_request, sandbox_charge_batch
 from bnpl.gateway.services import sandbox_funding_source_add, sandbox_funding_source_set_frozen
@@ -258,6 +258,16 @@ def outgoing(n: int) -> list[Outgoing]:
     items = [Outgoing(i, i, f"ca_{i}", add_source("50.00").token, D("5.00")) for i in range(1, n + 1)]
     items.append(Outgoing(n + 1, n + 1, f"ca_{n + 1}", "", D("5.00")))  # a consumer without a funding source
     return items
+
+
+def test_a_gateway_without_a_batch_endpoint_answers_a_batch_one_call_after_another():
+    gateway = _Recording()
+    items = outgoing(2)[:2]
+
+    results = PaymentGateway.charge_batch(gateway, [(item.key, item.token, item.amount) for item in items])
+
+    assert gateway.batches == [] and gateway.singles == ["ca_1", "ca_2"]
+    assert [r.outcome for r in results] == [ChargeOutcome.SUCCEEDED] * 2
 
 
 def test_a_chunk_goes_to_a_batch_gateway_as_one_call():
