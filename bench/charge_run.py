@@ -509,6 +509,9 @@ def main() -> None:
     parser.add_argument("--http-threads", type=int, default=96, help="gateway threads against HTTP (default 96)")
     parser.add_argument("--http-chunk", type=int, default=400, help="orders per chunk against HTTP (default 400)")
     parser.add_argument(
+        "--http-in-flight", type=int, default=200, help="a chunk's requests in flight at once over HTTP (default 200)"
+    )
+    parser.add_argument(
         "--server",
         choices=["lean", "django"],
         default="lean",
@@ -588,11 +591,11 @@ def main() -> None:
             print(
                 f"    {args.server} sandbox at {base} ({args.server_workers} processes x {args.server_threads} "
                 "threads); "
-                f"{args.http_threads} gateway threads, chunks of {args.http_chunk}"
+                f"chunks of {args.http_chunk}, {args.http_in_flight} of a chunk's requests in flight at once"
             )
             probe_http_sandbox(base, merchant.pk, threads=args.http_threads, n=min(n, 3000))
             elapsed = timed_charge_run(
-                gateway=HttpSandboxGateway(base, timeout_s=10),
+                gateway=HttpSandboxGateway(base, timeout_s=10, max_in_flight=args.http_in_flight),
                 threads=args.http_threads,
                 chunk=args.http_chunk,
                 workers=1,

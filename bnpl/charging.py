@@ -174,8 +174,10 @@ def _charge_batch(gateway: PaymentGateway, items: Sequence[Outgoing]) -> list[tu
     Attempts without a funding source are declined without a call, as in :func:`_charge_one` (no call at
     all when none has one). Should the batch call fail, each attempt is sent again alone, one after
     another, with its key: whatever the batch did is replayed, whatever it did not do is done, and an
-    attempt whose own call fails becomes ``unknown``. The failed batch call counts as one error of the run
-    (carried by its first attempt's result), as a failed call per charge does.
+    attempt whose own call fails becomes ``unknown``. A gateway that bounds its calls is not sent them
+    again: one after another they could take a timeout each, past the run's budget, so they become
+    ``unknown`` and reconciliation asks the provider about each key. The failed batch call counts as one
+    error of the run (carried by its first attempt's result), as a failed call per charge does.
     """
     sent = [item for item in items if item.token]
     answers: dict[int, GatewayResult] = {}
@@ -188,9 +190,14 @@ def _charge_batch(gateway: PaymentGateway, items: Sequence[Outgoing]) -> list[tu
                     strict=True,
                 )
             )
-        except Exception:
-            logger.exception("batch charge call for %s attempts failed; sending them one by one", len(sent))
-            results = [_charge_one(gateway, item) for item in items]
+        except Exception as exc:
+            if gateway.call_timeout_s:
+                logger.exception("batch charge call for %s attempts failed; they are unknown", len(sent))
+                failed = GatewayResult(outcome=ChargeOutcome.UNKNOWN, message=f"batch failed: {exc!r}"[:MESSAGE_MAX])
+                results = [(failed, False) if item.token else _charge_one(gateway, item) for item in items]
+            else:
+                logger.exception("batch charge call for %s attempts failed; sending them one by one", len(sent))
+                results = [_charge_one(gateway, item) for item in items]
             first = items.index(sent[0])
             results[first] = (results[first][0], True)
             return results
@@ -544,12 +551,12 @@ def run_charges(
     both take their locks in the one order every writer uses, as two runs side by side
     do. The run stops when nothing is due, after ``max_orders`` attempts, or when
     ``time_budget`` (default ``BNPL_CHARGE_RUN_TIME_BUDGET``) is spent. With a gateway that
-    bounds its calls (``call_timeout_s``), a chunk holds no more calls than the threads can
-    finish within the budget left if every call times out: a provider that is down cannot
-    keep the run past its budget, and so past the cluster's timeout, by a chunk's worth.
-    A gateway that takes batches (``charges_in_batches``: the in-process sandbox) and does not
-    bound its calls gets each chunk as one call, on a pool thread; any other gets one call per
-    charge, ``threads`` at once.
+    bounds its calls (``call_timeout_s``), a chunk holds no more calls than can finish within
+    the budget left if every call times out (``threads`` at once, or the gateway's
+    ``max_in_flight`` in a batch): a provider that is down cannot keep the run past its
+    budget, and so past the cluster's timeout, by a chunk's worth. A gateway that takes
+    batches (``charges_in_batches``: the in-process sandbox, the HTTP client) gets each chunk
+    as one batch, on a pool thread; any other gets one call per charge, ``threads`` at once.
     Must not be called inside a transaction.
     """
     chunk_size = chunk_size or settings.BNPL_CHARGE_CHUNK_SIZE
@@ -558,10 +565,8 @@ def run_charges(
     resend_after = settings.BNPL_CHARGE_RESEND_PENDING_AFTER if resend_pending_after is None else resend_pending_after
     budget = (time_budget or settings.BNPL_CHARGE_RUN_TIME_BUDGET).total_seconds()
     started = time.monotonic()
-    # A failed batch falls back to one call per charge, one after another: the chunk cap below, sized for
-    # ``threads`` bounded calls at once, would not hold for it, so a gateway that bounds its calls gets them
-    # one per charge.
-    batches = gateway.charges_in_batches and not gateway.call_timeout_s
+    batches = gateway.charges_in_batches
+    at_once = gateway.max_in_flight if batches else threads  # bounded calls in flight at once, for the cap below
     _fail_stale_runs(timezone.now())
     run = ChargeRun.objects.create(kind=ChargeRunKind.CHARGE, worker=worker or _worker_id())
     sender = _Sender(threads)
@@ -572,8 +577,8 @@ def run_charges(
         while True:
             room = chunk_size if max_orders is None else min(chunk_size, max_orders - total)
             left = budget - (time.monotonic() - started)
-            if gateway.call_timeout_s:  # no more calls than can time out, in turn per thread, within the budget
-                room = min(room, threads * int(left // gateway.call_timeout_s))
+            if gateway.call_timeout_s:  # no more calls than can time out, in turn, within the budget
+                room = min(room, at_once * int(left // gateway.call_timeout_s))
             items: list[Outgoing] = []
             if room > 0 and left > 0:
                 now = timezone.now()

@@ -291,6 +291,8 @@ BNPL_LATE_FEE_MAX_SHARE = Decimal(env.str("BNPL_LATE_FEE_MAX_SHARE", default="0.
 BNPL_GATEWAY = env.str("BNPL_GATEWAY", default="sandbox")
 BNPL_GATEWAY_URL = env.str("BNPL_GATEWAY_URL", default="http://127.0.0.1:8000/sandbox/gateway/")
 BNPL_GATEWAY_TIMEOUT_S = env.float("BNPL_GATEWAY_TIMEOUT_S", default=5.0)
+# Charges of one chunk in flight at once over HTTP (each its own request, all driven by one thread).
+BNPL_GATEWAY_MAX_IN_FLIGHT = env.int("BNPL_GATEWAY_MAX_IN_FLIGHT", default=64)
 # Serves /sandbox/gateway/ (moves simulated money, no credentials): never enable in production.
 BNPL_SANDBOX_HTTP_ENABLED = env.bool("BNPL_SANDBOX_HTTP_ENABLED", default=False)
 

@@ -4,7 +4,8 @@
 
 - ``"sandbox"`` (default): ``InProcessSandboxGateway``, the sandbox called in-process;
 - ``"sandbox_http"``: ``HttpSandboxGateway`` to ``BNPL_GATEWAY_URL`` with a timeout of
-  ``BNPL_GATEWAY_TIMEOUT_S`` seconds (the sandbox endpoint of a running web server).
+  ``BNPL_GATEWAY_TIMEOUT_S`` seconds per request and up to ``BNPL_GATEWAY_MAX_IN_FLIGHT`` of a
+  chunk's charges in flight at once (the sandbox endpoint of a running web server).
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ def get_gateway() -> PaymentGateway:
 
         return InProcessSandboxGateway()
     if name == "sandbox_http":
-        from bnpl.gateway.http import HttpSandboxGateway
+        from bnpl.gateway.http import DEFAULT_MAX_IN_FLIGHT, HttpSandboxGateway
 
         return HttpSandboxGateway(
             getattr(settings, "BNPL_GATEWAY_URL", DEFAULT_GATEWAY_URL),
             timeout_s=float(getattr(settings, "BNPL_GATEWAY_TIMEOUT_S", DEFAULT_TIMEOUT_S)),
+            max_in_flight=int(getattr(settings, "BNPL_GATEWAY_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)),
         )
     raise ImproperlyConfigured(f"BNPL_GATEWAY must be 'sandbox' or 'sandbox_http', not {name!r}")

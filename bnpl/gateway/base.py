@@ -116,10 +116,13 @@ class PaymentGateway(ABC):
     #: run sizes its last chunks by it, so that a provider timing out on every call cannot keep a run past
     #: its time budget (``bnpl.charging.run_charges``).
     call_timeout_s: float | None = None
-    #: Whether :meth:`charge_batch` takes a whole chunk in one call to the provider. The charge run sends a chunk as
-    #: one batch to such a gateway unless it bounds its calls (``call_timeout_s``), and one call per charge,
-    #: concurrently, to any other (``bnpl.charging.run_charges``).
+    #: Whether :meth:`charge_batch` is the better way to send a chunk: one call to the provider (the in-process
+    #: sandbox) or the chunk's requests driven together (the HTTP client). The charge run sends such a gateway
+    #: each chunk as one batch, and any other one call per charge, concurrently (``bnpl.charging.run_charges``).
     charges_in_batches: bool = False
+    #: How many of a batch's charges are in flight at once, when the gateway bounds its calls: a batch then
+    #: takes at most ``ceil(len(batch) / max_in_flight)`` times ``call_timeout_s``.
+    max_in_flight: int = 1
 
     @abstractmethod
     def charge(self, idempotency_key: str, funding_source: str, amount: Decimal) -> GatewayResult:

@@ -746,15 +746,12 @@ def test_gateway_answer_without_a_reference_still_records_a_success(listing, con
 
 
 class _BoundedSlowGateway(InProcessSandboxGateway):
-    """The in-process sandbox, 50 ms per charge, declaring that a call can take up to a second.
-
-    It takes batches, as the sandbox does; a gateway that bounds its calls gets one per charge all the same.
-    """
+    """The in-process sandbox without batches, 50 ms per charge, declaring that a call can take up to a second."""
 
     call_timeout_s = 1.0
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(batches=False, **kwargs)
         self.calls = 0
 
     def charge(self, idempotency_key: str, funding_source: str, amount: Decimal) -> GatewayResult:
@@ -781,5 +778,35 @@ def test_chunks_hold_no_more_bounded_calls_than_the_threads_can_finish_in_the_ti
     assert sizes[0] == 4  # 2 threads x int(2.5 s // 1 s)
     assert max(sizes) == 4 and sizes[-1] <= 2  # fewer as the budget runs out
     assert run.status == ChargeRunStatus.FINISHED and run.succeeded == sum(sizes) < 200
-    assert gateway.calls == run.succeeded  # one call per charge: no batch for a gateway that bounds its calls
+    assert gateway.calls == run.succeeded  # one call per charge
+    assert (run.finished_at - run.started_at).total_seconds() < 2.5 + 1.0
+
+
+class _BoundedSlowBatchGateway(InProcessSandboxGateway):
+    """The in-process sandbox taking batches with 3 charges in flight at once, each up to a second (100 ms here)."""
+
+    call_timeout_s = 1.0
+    max_in_flight = 3
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.batches: list[int] = []
+
+    def charge_batch(self, requests):
+        self.batches.append(len(requests))
+        time.sleep(0.1 * -(-len(requests) // self.max_in_flight))
+        return super().charge_batch(requests)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batches_hold_no_more_bounded_calls_than_those_in_flight_can_finish_in_the_time_left(listing):
+    """3 in flight, calls of up to 1 s, a 2.5 s budget: batches of 6, not the chunk's 100 (nor 2 threads' 4)."""
+    bulk_due_orders(listing, orders=200, consumers=200)
+
+    gateway = _BoundedSlowBatchGateway(faults=NO_FAULTS)
+    run = run_charges(gateway=gateway, threads=2, chunk_size=100, time_budget=timedelta(seconds=2.5))
+
+    assert gateway.batches[0] == 6  # 3 in flight x int(2.5 s // 1 s)
+    assert max(gateway.batches) == 6 and gateway.batches[-1] <= 3  # fewer as the budget runs out
+    assert run.status == ChargeRunStatus.FINISHED and run.succeeded == sum(gateway.batches) < 200
     assert (run.finished_at - run.started_at).total_seconds() < 2.5 + 1.0

@@ -429,12 +429,14 @@ def test_get_gateway_builds_the_http_client_from_settings(settings):
     settings.BNPL_GATEWAY = "sandbox_http"
     settings.BNPL_GATEWAY_URL = "http://127.0.0.1:9/sandbox/gateway"
     settings.BNPL_GATEWAY_TIMEOUT_S = "2.5"
+    settings.BNPL_GATEWAY_MAX_IN_FLIGHT = 12
 
     gateway = get_gateway()
 
     assert isinstance(gateway, HttpSandboxGateway)
     assert gateway.base_url == "http://127.0.0.1:9/sandbox/gateway/"
-    assert gateway.timeout_s == 2.5
+    assert gateway.timeout_s == gateway.call_timeout_s == 2.5
+    assert gateway.charges_in_batches and gateway.max_in_flight == 12
 
 
 def test_get_gateway_refuses_an_unknown_name(settings):
@@ -553,3 +555,96 @@ def test_http_connection_refused_is_unknown():
 def test_http_client_refuses_a_non_http_url():
     with pytest.raises(ValueError, match="http"):
         HttpSandboxGateway("file:///etc/passwd")
+
+
+def test_http_client_refuses_nothing_in_flight():
+    with pytest.raises(ValueError, match="max_in_flight"):
+        HttpSandboxGateway("http://127.0.0.1:9/", max_in_flight=0)
+
+
+# --- a batch over HTTP: one request per charge, driven together ----------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_http_batch_answers_each_charge_as_a_single_call_would(http_sandbox):
+    """More charges than in flight at once: each is its own request with its own key, and a batch sent again
+    replays every answer."""
+    rich, poor = add_source(ConsumerFactory(), "100.00"), add_source(ConsumerFactory(), "3.00")
+    client = HttpSandboxGateway(http_sandbox, timeout_s=5, max_in_flight=2)
+    batch = [
+        ("charge:b1", rich.token, D("10.00")),
+        ("charge:b2", poor.token, D("5.00")),
+        ("charge:b3", rich.token, D("20.00")),
+        ("charge:b4", "no-such-token", D("1.00")),
+        ("charge:b5", rich.token, D("30.00")),
+    ]
+
+    results = client.charge_batch(batch)
+    replay = client.charge_batch(batch)
+
+    assert [r.outcome for r in results] == ["succeeded", "declined", "succeeded", "declined", "succeeded"]
+    assert results[1].decline_code == DeclineCode.INSUFFICIENT_FUNDS
+    assert replay == results
+    assert [client.query(key) for key, _token, _amount in batch] == results
+    assert balance_of(rich) == D("40.00") and balance_of(poor) == D("3.00")
+    assert SandboxCharge.objects.filter(status="succeeded").count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_http_batch_lost_responses_are_unknown_and_the_charges_landed(http_sandbox):
+    source = add_source(ConsumerFactory(), "100.00")
+    sandbox_faults_set(actor=None, lost_response_rate="1")
+    client = HttpSandboxGateway(http_sandbox, timeout_s=5, max_in_flight=2)
+
+    results = client.charge_batch([(f"charge:bl{i}", source.token, D("1.00")) for i in range(3)])
+
+    assert [r.outcome for r in results] == [ChargeOutcome.UNKNOWN] * 3
+    assert [client.query(f"charge:bl{i}").outcome for i in range(3)] == [ChargeOutcome.SUCCEEDED] * 3
+    assert balance_of(source) == D("97.00")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_http_batch_waits_at_most_its_timeouts_in_turn(http_sandbox):
+    """4 charges, 2 in flight, 0.3 s each, a provider 1.5 s slow: about two timeouts, every answer unknown;
+    the provider processed them all the same, as reconciliation finds."""
+    source = add_source(ConsumerFactory(), "100.00")
+    sandbox_faults_set(actor=None, latency_ms=1500)
+    client = HttpSandboxGateway(http_sandbox, timeout_s=0.3, max_in_flight=2)
+
+    started = time.monotonic()
+    results = client.charge_batch([(f"charge:bs{i}", source.token, D("1.00")) for i in range(4)])
+
+    assert 0.6 <= time.monotonic() - started < 1.4
+    assert [r.outcome for r in results] == [ChargeOutcome.UNKNOWN] * 4
+    assert all("timed out" in r.message for r in results)
+    patient = HttpSandboxGateway(http_sandbox, timeout_s=5)
+    assert [patient.query(f"charge:bs{i}").outcome for i in range(4)] == [ChargeOutcome.SUCCEEDED] * 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_http_batch_with_a_malformed_request_is_refused_once_the_others_went_through(http_sandbox):
+    source = add_source(ConsumerFactory(), "100.00")
+    client = HttpSandboxGateway(http_sandbox, timeout_s=5, max_in_flight=2)
+
+    with pytest.raises(GatewayRequestError, match=r"1 of 3 charges refused.*400"):
+        client.charge_batch(
+            [
+                ("charge:bm1", source.token, D("1.00")),
+                ("charge:bm2", source.token, D("1.001")),
+                ("charge:bm3", source.token, D("2.00")),
+            ]
+        )
+    assert sorted(SandboxCharge.objects.values_list("idempotency_key", flat=True)) == ["charge:bm1", "charge:bm3"]
+    assert balance_of(source) == D("97.00")
+
+
+def test_http_batch_to_a_closed_port_is_unknown_for_every_charge():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = HttpSandboxGateway(f"http://127.0.0.1:{port}/sandbox/gateway/", timeout_s=1, max_in_flight=2)
+
+    results = client.charge_batch([(f"c{i}", "t", D("1.00")) for i in range(3)])
+
+    assert [r.outcome for r in results] == [ChargeOutcome.UNKNOWN] * 3
+    assert client.charge_batch([]) == []

@@ -332,3 +332,19 @@ def test_a_failed_batch_call_is_sent_again_one_by_one_with_the_same_keys():
     assert [r.outcome for r, _error in results] == [ChargeOutcome.SUCCEEDED] * 3 + [ChargeOutcome.DECLINED]
     assert [error for _r, error in results] == [True, False, False, False]  # one failed call, counted once
     assert SandboxCharge.objects.count() == 3
+
+
+def test_a_failed_batch_to_a_gateway_that_bounds_its_calls_leaves_the_attempts_unknown():
+    """Sent again one after another, bounded calls could take a timeout each, past the run's budget: the
+    attempts stay unknown, and reconciliation asks the provider about each key."""
+    gateway = _Recording(batch_fails=True)
+    gateway.call_timeout_s = 1.0
+    items = outgoing(3)
+
+    results = _charge_batch(gateway, items)
+
+    assert gateway.batches == [3] and gateway.singles == []
+    assert [r.outcome for r, _error in results] == [ChargeOutcome.UNKNOWN] * 3 + [ChargeOutcome.DECLINED]
+    assert "batch failed" in results[0][0].message
+    assert [error for _r, error in results] == [True, False, False, False]  # one failed call, counted once
+    assert SandboxCharge.objects.count() == 0

@@ -60,6 +60,21 @@ def test_one_thread_charges_over_one_kept_alive_connection(lean_sandbox):
     assert SandboxCharge.objects.count() == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_keeps_its_connections_for_the_next_batch(lean_sandbox):
+    source = sandbox_funding_source_add(actor=None, consumer=ConsumerFactory(), label="卡", balance_amount="100.00")
+    client = HttpSandboxGateway(lean_sandbox, timeout_s=5, max_in_flight=3)
+
+    first = client.charge_batch([(f"batch:1:{n}", source.token, D("1.00")) for n in range(6)])
+    second = client.charge_batch([(f"batch:2:{n}", source.token, D("1.00")) for n in range(6)])
+
+    assert {r.outcome for r in first + second} == {ChargeOutcome.SUCCEEDED}
+    handles = client._local.multi.idle
+    assert len(handles) == 3  # one easy handle per request in flight, reused
+    assert [curl.getinfo(pycurl.NUM_CONNECTS) for curl in handles] == [0, 0, 0]  # the second batch opened none
+    assert SandboxCharge.objects.count() == 12
+
+
 def test_a_thread_reuses_its_connection_for_the_next_request():
     server = _CountingServer(hang_up=False)
     try:
