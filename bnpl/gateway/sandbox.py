@@ -178,18 +178,29 @@ def sandbox_charge_batch(requests: Sequence[ChargeRequest]) -> list[GatewayResul
     """
     if not requests:
         return []
-    ordered = sorted(range(len(requests)), key=lambda i: (requests[i].token, i))
-    columns = list(zip(*(requests[i].params for i in ordered), strict=True))
+    order, params = charge_batch_params(requests)
     durable = transaction.atomic(durable=True) if connection.in_atomic_block else contextlib.nullcontext()
     with durable:
-        rows = fetch_all_prepared(CHARGE_BATCH_SQL, [list(column) for column in columns])
-    results: list[GatewayResult | None] = [None] * len(requests)
+        rows = fetch_all_prepared(CHARGE_BATCH_SQL, params)
+    return [charge_outcome(request, row) for request, row in zip(requests, charge_batch_rows(order, rows), strict=True)]
+
+
+def charge_batch_params(requests: Sequence[ChargeRequest]) -> tuple[list[int], list[list[object]]]:
+    """The order a batch runs in (the requests' indexes: by funding source, then as given) and
+    :data:`CHARGE_BATCH_SQL`'s array parameters in that order; shared with the lean server's batches."""
+    order = sorted(range(len(requests)), key=lambda i: (requests[i].token, i))
+    columns = zip(*(requests[i].params for i in order), strict=True)
+    return order, [list(column) for column in columns]
+
+
+def charge_batch_rows(order: Sequence[int], rows: Sequence[Sequence[object]]) -> list[Sequence[object]]:
+    """:data:`CHARGE_BATCH_SQL`'s rows in the requests' order, each as :func:`charge_outcome` reads it."""
+    by_request: list[Sequence[object] | None] = [None] * len(order)
     for n, *row in rows:
-        index = ordered[n - 1]
-        results[index] = charge_outcome(requests[index], row)
-    if any(result is None for result in results):  # the function returns one row per request
+        by_request[order[n - 1]] = row
+    if any(row is None for row in by_request):  # the function returns one row per request
         raise RuntimeError("the sandbox's batch charge returned fewer rows than requests")
-    return results  # type: ignore[return-value]
+    return by_request  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -207,8 +218,9 @@ def charge_request(
 ) -> ChargeRequest:
     """Check a charge request (``GatewayRequestError`` when malformed) and bind :data:`CHARGE_SQL`'s parameters.
 
-    Shared by :func:`sandbox_charge` and the lean server's own asynchronous connections
-    (``bnpl.gateway.server``), which run the same statement and read its row with :func:`charge_outcome`.
+    Shared by :func:`sandbox_charge`, :func:`sandbox_charge_batch` and the lean server's own asynchronous
+    connections (``bnpl.gateway.server``), which run the batch statement and read each row with
+    :func:`charge_outcome`.
     """
     key, value = _key(idempotency_key), _amount(amount)
     token = _token(funding_token, "funding source")

@@ -8,12 +8,17 @@ sessions, URL resolution: several ms of CPU per request) allows on the platform'
 a charge-run benchmark against a provider slower than the run measures the provider.
 
 One asyncio event loop per process holds the connections (HTTP/1.1 keep-alive) and waits the
-configured latency without occupying a thread. The loop reads the faults row and runs a charge itself,
-on up to ``--threads`` asynchronous psycopg connections of its own (the provider's one prepared statement,
-shared with ``sandbox_charge``): a hop to a database thread and back cost more CPU than the charge
-(0.52 ms of server CPU per charge with the hop, 0.39 without). Refunds, payouts and queries, rare and
-written with the ORM, run on a pool of ``--threads`` threads, each with its own Django connection.
-A request reads the faults, waits their latency, then is processed, as by the web app's views.
+configured latency without occupying a thread. The loop reads the faults row and runs charges itself,
+on up to ``--threads`` asynchronous psycopg connections of its own: a hop to a database thread and back
+cost more CPU than the charge (0.52 ms of server CPU per charge with the hop, 0.39 without). Requests
+that become ready in the same turn of the loop share the database work, as a provider's own write path
+batches its commits: one read of the faults row for those that arrive together, and one statement (the
+in-process sandbox's batch statement, ``sandbox_charge_batch``) for the charges whose latency ends
+together. Each request still gets its own answer, the same as alone, and a read starts only after the
+requests it serves arrived, so a fault switched on applies to the next request. Refunds, payouts and
+queries, rare and written with the ORM, run on a pool of ``--threads`` threads, each with its own
+Django connection. A request reads the faults, waits their latency, then is processed, as by the web
+app's views.
 Several processes (``--processes``) share one listening socket. Like the views, it refuses to run
 unless ``BNPL_SANDBOX_HTTP_ENABLED`` is true: it moves simulated money and takes no credentials.
 
@@ -50,7 +55,14 @@ from bnpl.gateway.endpoint import (
     stopped_before_processing,
 )
 from bnpl.gateway.faults import LOAD_SQL, SandboxFaults, faults_from_row
-from bnpl.gateway.sandbox import CHARGE_SQL, charge_outcome, charge_request
+from bnpl.gateway.sandbox import (
+    CHARGE_BATCH_SQL,
+    ChargeRequest,
+    charge_batch_params,
+    charge_batch_rows,
+    charge_outcome,
+    charge_request,
+)
 from bnpl.models import SandboxFaultConfig
 from bnpl.thread_pools import shutdown_closing_connections
 
@@ -113,6 +125,10 @@ class _Connections:
         self._slots: asyncio.Semaphore | None = None
 
     async def fetchone(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.size)
         async with self._slots:
@@ -120,9 +136,9 @@ class _Connections:
             reusable = False
             try:
                 cursor = await conn.execute(sql, params, prepare=True)
-                row = await cursor.fetchone()
+                rows = await cursor.fetchall()
                 reusable = True
-                return row
+                return rows
             except psycopg.IntegrityError:
                 reusable = True  # the statement was refused; the connection is fine
                 raise
@@ -151,6 +167,51 @@ class _Connections:
                 await self._idle.pop().close()
 
 
+class _Together:
+    """Runs one database call for every caller that asks in the same turn of the event loop.
+
+    The first caller of a turn schedules the call for the loop's next turn; every caller of the turn
+    joins it and gets its own share of the answer (``split``). The call starts after every one of them
+    asked, so it sees whatever was committed before any of them arrived: as fresh as a call of their
+    own. An exception of the call is each caller's.
+    """
+
+    def __init__(self, call: Any, split: Any) -> None:
+        self._call = call  # async (list of the callers' arguments) -> answer
+        self._split = split  # (list of the callers' arguments, answer) -> one result per caller
+        self._waiting: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, argument: Any = None) -> Any:
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._start)
+        future = loop.create_future()
+        self._waiting.append((argument, future))
+        return await future
+
+    def _start(self) -> None:
+        callers, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._run(callers))
+        self._tasks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, callers: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        arguments = [argument for argument, _future in callers]
+        try:
+            results = self._split(arguments, await self._call(arguments))
+        except BaseException as exc:  # every caller gets the failure, whatever it is
+            for _argument, future in callers:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_argument, future), result in zip(callers, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
 class SandboxServer:
     """The request handling of one process: an event loop's connections and a pool of database threads."""
 
@@ -161,6 +222,16 @@ class SandboxServer:
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sandbox-db")
         self.connections = _Connections(self.threads)
         self._writers: set[asyncio.StreamWriter] = set()
+        self._faults = _Together(self._load_faults, lambda callers, faults: [faults] * len(callers))
+        self._charges = _Together(self._run_charges, lambda _callers, rows: rows)
+
+    async def _load_faults(self, _callers: list[None]) -> SandboxFaults:
+        return faults_from_row(await self.connections.fetchone(LOAD_SQL, [SandboxFaultConfig.SINGLETON_PK]))
+
+    async def _run_charges(self, requests: list[ChargeRequest]) -> list[Sequence[object]]:
+        """The rows of one batch statement for the charges of a turn, in their order (``sandbox_charge_batch``)."""
+        order, params = charge_batch_params(requests)
+        return charge_batch_rows(order, await self.connections.fetchall(CHARGE_BATCH_SQL, params))
 
     async def _dispatch(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         endpoint = path[len(PREFIX) :] if path.startswith(PREFIX) else ""
@@ -173,7 +244,7 @@ class SandboxServer:
         except GatewayRequestError as exc:
             return 400, {"error": str(exc)}
         try:
-            faults = faults_from_row(await self.connections.fetchone(LOAD_SQL, [SandboxFaultConfig.SINGLETON_PK]))
+            faults = await self._faults()
             if faults.latency_ms:
                 await asyncio.sleep(faults.latency_ms / 1000)
             if endpoint == "charge":
@@ -187,10 +258,12 @@ class SandboxServer:
             return 500, {"error": "internal error"}
 
     async def _charge(self, data: dict[str, Any], faults: SandboxFaults) -> tuple[int, dict[str, Any]]:
-        """``answer("charge", …)`` with the provider's one statement run on this loop's own connections.
+        """``answer("charge", …)`` with the charge run in this turn's batch statement, on this loop's connections.
 
-        The same steps, statement and result as ``sandbox_charge`` (``bnpl.gateway.endpoint``,
-        ``bnpl.gateway.sandbox``), without a hop to a database thread and back: the hot path of a charge run.
+        The same steps and result as ``sandbox_charge`` (``bnpl.gateway.endpoint``, ``bnpl.gateway.sandbox``),
+        without a hop to a database thread and back: the hot path of a charge run. A batch refused by a
+        constraint (a colliding random reference) processed nothing: each of its requests is answered by
+        the thread path, which draws another reference.
         """
         key = fault_key("charge", data)
         if (stopped := stopped_before_processing(key, faults)) is not None:
@@ -203,11 +276,11 @@ class SandboxServer:
                 risk_reject=key is not None and faults.hits("risk_reject", key),
             )
             try:
-                row = await self.connections.fetchone(CHARGE_SQL, request.params)
+                row = await self._charges(request)
             except psycopg.IntegrityError:  # a colliding random reference: the thread path draws another
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(self.pool, _on_db_thread, answer, "charge", data, faults)
-            result = charge_outcome(request, row)  # type: ignore[arg-type]  (the statement returns one row)
+            result = charge_outcome(request, row)
         except GatewayRequestError as exc:
             return 400, {"error": str(exc)}
         return reply(key, faults, result)

@@ -234,6 +234,78 @@ def dispatch(server: SandboxServer, endpoint: str, payload: dict) -> tuple[int, 
     return asyncio.run(run())
 
 
+def dispatch_together(server: SandboxServer, payloads: list[dict]) -> list[tuple[int, dict]]:
+    """Charges that reach the server's request handling in the same turn of its event loop."""
+
+    async def run() -> list[tuple[int, dict]]:
+        try:
+            return await asyncio.gather(
+                *(server._dispatch("POST", "/sandbox/gateway/charge", json.dumps(p).encode()) for p in payloads)
+            )
+        finally:
+            await server.connections.close()
+
+    return asyncio.run(run())
+
+
+class _CountingStatements(SandboxServer):
+    """The lean server's request handling, counting its database statements by what they do."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fault_reads = 0
+        self.charge_batches: list[int] = []
+
+    async def _load_faults(self, callers):
+        self.fault_reads += 1
+        return await super()._load_faults(callers)
+
+    async def _run_charges(self, requests):
+        self.charge_batches.append(len(requests))
+        return await super()._run_charges(requests)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_charges_that_arrive_together_share_one_faults_read_and_one_statement_each_with_its_own_answer(settings):
+    """Four charges on one source with room for three, a replay and a key reused for another amount: one read of
+    the faults, one statement, and each request answered as alone (in the order given, on the one source)."""
+    settings.BNPL_SANDBOX_HTTP_ENABLED = True
+    source = sandbox_funding_source_add(actor=None, consumer=ConsumerFactory(), label="卡", balance_amount="30.00")
+    token = source.token
+    earlier = dispatch(
+        SandboxServer(threads=1), "charge", {"idempotency_key": "t:0", "funding_source": token, "amount": "5"}
+    )
+    server = _CountingStatements(threads=2)
+    try:
+        answers = dispatch_together(
+            server,
+            [
+                {"idempotency_key": "t:1", "funding_source": token, "amount": "10"},
+                {"idempotency_key": "t:0", "funding_source": token, "amount": "5"},  # replayed
+                {"idempotency_key": "t:2", "funding_source": token, "amount": "10"},
+                {"idempotency_key": "t:0", "funding_source": token, "amount": "6"},  # the key, another amount
+                {"idempotency_key": "t:3", "funding_source": token, "amount": "10"},  # 5 left: declined
+            ],
+        )
+    finally:
+        server.close()
+
+    assert (server.fault_reads, server.charge_batches) == (1, [5])
+    assert [status for status, _body in answers] == [200, 200, 200, 400, 200]
+    assert [body.get("outcome") for _status, body in answers] == [
+        "succeeded",
+        "succeeded",
+        "succeeded",
+        None,
+        "declined",
+    ]
+    assert answers[1][1] == earlier[1]  # the replay is the first answer again
+    assert answers[4][1]["decline_code"] == "insufficient_funds"
+    source.refresh_from_db()
+    assert source.balance_amount == Decimal("5.00")
+    assert SandboxCharge.objects.count() == 4
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_charge_whose_random_reference_collides_is_processed_again_with_another(settings, monkeypatch):
     settings.BNPL_SANDBOX_HTTP_ENABLED = True
@@ -250,6 +322,34 @@ def test_a_charge_whose_random_reference_collides_is_processed_again_with_anothe
     assert first == (200, {**first[1], "outcome": "succeeded", "reference": "ch_same"})
     assert second == (200, {**second[1], "outcome": "succeeded", "reference": "ch_other"})
     assert sorted(SandboxCharge.objects.values_list("reference", flat=True)) == ["ch_other", "ch_same"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_whose_random_reference_collides_processes_nothing_and_each_charge_is_processed_again(
+    settings, monkeypatch
+):
+    settings.BNPL_SANDBOX_HTTP_ENABLED = True
+    source = sandbox_funding_source_add(actor=None, consumer=ConsumerFactory(), label="卡", balance_amount="100.00")
+    references = iter(["ch_same", "ch_same", "ch_b", "ch_c", "ch_d"])
+    monkeypatch.setattr("bnpl.gateway.sandbox.new_charge_reference", lambda: next(references))
+    server = SandboxServer(threads=2)
+    try:
+        dispatch(server, "charge", {"idempotency_key": "ref:0", "funding_source": source.token, "amount": "1"})
+        answers = dispatch_together(
+            server,
+            [
+                {"idempotency_key": "ref:1", "funding_source": source.token, "amount": "2"},
+                {"idempotency_key": "ref:2", "funding_source": source.token, "amount": "3"},
+            ],
+        )
+    finally:
+        server.close()
+
+    assert [(status, body["outcome"]) for status, body in answers] == [(200, "succeeded")] * 2
+    assert {body["reference"] for _status, body in answers} == {"ch_c", "ch_d"}  # ch_b went with the batch
+    assert sorted(SandboxCharge.objects.values_list("reference", flat=True)) == ["ch_c", "ch_d", "ch_same"]
+    source.refresh_from_db()
+    assert source.balance_amount == Decimal("94.00")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -81,7 +81,9 @@ def test_a_faulty_provider_leaves_attempts_unknown_and_reconcile_charges_each_or
     settings_override, live_server, listing, fault
 ):
     order_ids = bulk_due_orders(listing, orders=ORDERS, consumers=ORDERS // 3)
-    gateway = HttpSandboxGateway(f"{live_server.url}/sandbox/gateway/", timeout_s=fault.timeout_s)
+    # Four requests in flight at once: the live server's listen backlog is 10, and a connection whose SYN it
+    # drops is retried after 1 s, past the slow case's 0.3 s timeout — a request the provider never sees.
+    gateway = HttpSandboxGateway(f"{live_server.url}/sandbox/gateway/", timeout_s=fault.timeout_s, max_in_flight=4)
     sandbox_faults_set(actor=None, seed=SEED, **fault.switch)
 
     run = run_charges(gateway=gateway, threads=4, chunk_size=12)
