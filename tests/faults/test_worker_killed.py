@@ -54,9 +54,10 @@ def test_a_worker_killed_at_a_random_point_loses_nothing_and_doubles_nothing(lis
     delay_s = rng.uniform(0, 0.1)
     print(f"BNPL_FAULT_SEED={SEED} round {round_no}: kill after {succeeded_before_kill} succeeded + {delay_s:.3f} s")
     order_ids = bulk_due_orders(listing, orders=ORDERS, consumers=ORDERS // 3)
-    # A slow provider (20 ms per call: per chunk, the sandbox taking a chunk in one call) and the recording of each
-    # chunk keep the worker busy long enough for the kill to land inside its run.
-    sandbox_faults_set(actor=None, latency_ms=20)
+    # A slow provider keeps the worker busy long enough for the kill to land inside its run: 250 ms per call (per
+    # chunk: the sandbox takes a chunk in one call), well past the random delay, since up to three chunks' calls
+    # are in flight at once while earlier chunks are recorded.
+    sandbox_faults_set(actor=None, latency_ms=250)
 
     with ChargeWorker(database_url(connection.settings_dict), "--threads=4", f"--chunk-size={CHUNK}") as worker:
         wait_until_mid_run(worker, succeeded=succeeded_before_kill)
