@@ -35,14 +35,14 @@ from merchants.models import Merchant
 PER_CONSUMER_KINDS = frozenset({AccountKind.CONSUMER_RECEIVABLE})
 PER_MERCHANT_KINDS = frozenset({AccountKind.MERCHANT_PAYABLE})
 
-# The database objects migration 0003 installs, and the settlement queue's (0015, a missing one would leave
-# new entries unsettled); ledger_check() reports any that is missing.
+# The database objects migration 0003 installs (0020 left the balance check to the transactions' trigger), and the
+# settlement queue's (0015, a missing one would leave new entries unsettled); ledger_check() reports any that is
+# missing.
 LEDGER_TRIGGERS = (
     ("bnpl_ledgertransaction", "bnpl_ledgertransaction_append_only"),
     ("bnpl_ledgerentry", "bnpl_ledgerentry_append_only"),
     ("bnpl_ledgertransaction", "bnpl_ledgertransaction_stamp"),
     ("bnpl_ledgerentry", "bnpl_ledgerentry_stamp"),
-    ("bnpl_ledgerentry", "bnpl_ledgerentry_balanced"),
     ("bnpl_ledgertransaction", "bnpl_ledgertransaction_balanced"),
     ("bnpl_ledgerentry", "bnpl_ledgerentry_settlement_queue"),
 )

@@ -364,6 +364,42 @@ def test_balance_checks_run_per_statement_when_constraints_are_immediate():
     assert LedgerTransaction.objects.count() == 0
 
 
+def test_entries_cannot_be_added_once_the_balance_was_checked_early():
+    """SET CONSTRAINTS ALL IMMEDIATE runs the pending balance checks at once: a posting balanced then cannot take
+    an entry that would unbalance it at COMMIT, since the check would not run again."""
+    a = ledger_account_for(K.PAYMENT_CLEARING)
+    b = ledger_account_for(K.BAD_DEBT)
+    with pytest.raises(IntegrityError, match="checked for balance"), transaction.atomic(), connection.cursor() as c:
+        txn_id = _raw_transaction(c, "raw:early")
+        _raw_entry(c, txn_id, a.pk, "10.00")
+        _raw_entry(c, txn_id, b.pk, "-10.00")
+        c.execute("SET CONSTRAINTS ALL IMMEDIATE")  # checked: balanced
+        c.execute("SET CONSTRAINTS ALL DEFERRED")
+        _raw_entry(c, txn_id, a.pk, "99.00")
+    assert LedgerTransaction.objects.filter(idempotency_key="raw:early").count() == 0
+
+
+def test_a_posting_after_an_early_check_is_checked_at_commit_as_usual():
+    """The early check closes the transactions it checked, not the ones posted after it: those take their entries
+    and are checked in turn."""
+    a = ledger_account_for(K.PAYMENT_CLEARING)
+    b = ledger_account_for(K.BAD_DEBT)
+    with pytest.raises(IntegrityError, match="unbalanced"), transaction.atomic(), connection.cursor() as cursor:
+        first = _raw_transaction(cursor, "raw:first")
+        _raw_entry(cursor, first, a.pk, "3.00")
+        _raw_entry(cursor, first, b.pk, "-3.00")
+        run_deferred_checks()
+        second = _raw_transaction(cursor, "raw:second")
+        _raw_entry(cursor, second, a.pk, "4.00")
+        _raw_entry(cursor, second, b.pk, "-4.00")
+        run_deferred_checks()
+        assert LedgerEntry.objects.filter(transaction_id__in=[first, second]).count() == 4
+        unbalanced = _raw_transaction(cursor, "raw:unbalanced")
+        _raw_entry(cursor, unbalanced, a.pk, "5.00")
+        _raw_entry(cursor, unbalanced, b.pk, "-1.00")
+        run_deferred_checks()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_entries_cannot_be_added_to_a_committed_transaction():
     a = ledger_account_for(K.PAYMENT_CLEARING)
