@@ -36,7 +36,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -176,9 +176,13 @@ class _Together:
     own. An exception of the call is each caller's.
     """
 
-    def __init__(self, call: Any, split: Any) -> None:
-        self._call = call  # async (list of the callers' arguments) -> answer
-        self._split = split  # (list of the callers' arguments, answer) -> one result per caller
+    def __init__(
+        self,
+        call: Callable[[list[Any]], Awaitable[Any]],
+        split: Callable[[list[Any], Any], Sequence[Any]],
+    ) -> None:
+        self._call = call  # the callers' arguments -> the answer
+        self._split = split  # the callers' arguments and the answer -> one result per caller, in their order
         self._waiting: list[tuple[Any, asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
