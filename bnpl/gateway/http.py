@@ -37,6 +37,11 @@ _HEADERS = [
 
 #: Charges of one batch in flight at once, unless the constructor says otherwise (``BNPL_GATEWAY_MAX_IN_FLIGHT``).
 DEFAULT_MAX_IN_FLIGHT = 64
+#: The most it may be. The batch loop waits with ``select()`` (pycurl's ``CurlMulti.select``), which cannot watch a
+#: descriptor numbered 1024 or above: libcurl leaves such a socket out, and its answer would wait for the next timer.
+#: A run has a few batches in flight at once (one per chunk being sent or recorded), so 256 each keeps a worker's
+#: sockets well below that.
+MAX_IN_FLIGHT_LIMIT = 256
 #: The longest the batch loop sleeps in ``select`` before it lets libcurl check its own timers again.
 _SELECT_S = 1.0
 
@@ -67,8 +72,8 @@ class HttpSandboxGateway(PaymentGateway):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https"):
             raise ValueError(f"the sandbox gateway URL must be http(s): {base_url!r}")
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight!r}")
+        if not 1 <= max_in_flight <= MAX_IN_FLIGHT_LIMIT:
+            raise ValueError(f"max_in_flight must be from 1 to {MAX_IN_FLIGHT_LIMIT}, not {max_in_flight!r}")
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout_s = float(timeout_s)
         self.call_timeout_s = self.timeout_s

@@ -557,9 +557,10 @@ def test_http_client_refuses_a_non_http_url():
         HttpSandboxGateway("file:///etc/passwd")
 
 
-def test_http_client_refuses_nothing_in_flight():
-    with pytest.raises(ValueError, match="max_in_flight"):
-        HttpSandboxGateway("http://127.0.0.1:9/", max_in_flight=0)
+@pytest.mark.parametrize("in_flight", [0, 257])
+def test_http_client_refuses_a_number_in_flight_out_of_range(in_flight):
+    with pytest.raises(ValueError, match="max_in_flight must be from 1 to 256"):
+        HttpSandboxGateway("http://127.0.0.1:9/", max_in_flight=in_flight)
 
 
 # --- a batch over HTTP: one request per charge, driven together ----------------------------------------
