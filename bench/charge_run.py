@@ -506,7 +506,12 @@ def main() -> None:
         action="store_true",
         help="in-process phase: one sandbox call per charge, concurrently, instead of one batch call per chunk",
     )
-    parser.add_argument("--http-threads", type=int, default=96, help="gateway threads against HTTP (default 96)")
+    parser.add_argument(
+        "--http-threads",
+        type=int,
+        default=96,
+        help="client threads of the HTTP sandbox probe, and the HTTP run's gateway threads (default 96)",
+    )
     parser.add_argument("--http-chunk", type=int, default=400, help="orders per chunk against HTTP (default 400)")
     parser.add_argument(
         "--http-in-flight", type=int, default=200, help="a chunk's requests in flight at once over HTTP (default 200)"

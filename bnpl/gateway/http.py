@@ -141,12 +141,15 @@ class HttpSandboxGateway(PaymentGateway):
         upcoming = iter(enumerate(requests))
 
         def start_next() -> None:
-            for index, (key, funding_source, amount) in upcoming:
-                curl = state.idle.pop() if state.idle else self._new_handle()
-                body = json.dumps(_charge_payload(key, funding_source, amount)).encode()
-                running[curl] = (index, self._prepare(curl, url, body))
-                state.multi.add_handle(curl)
+            """Put the next request in flight, if one is left."""
+            following = next(upcoming, None)
+            if following is None:
                 return
+            index, (key, funding_source, amount) = following
+            curl = state.idle.pop() if state.idle else self._new_handle()
+            body = json.dumps(_charge_payload(key, funding_source, amount)).encode()
+            running[curl] = (index, self._prepare(curl, url, body))
+            state.multi.add_handle(curl)
 
         def finish(curl: pycurl.Curl, failure: str | None) -> None:
             index, answer = running.pop(curl)
